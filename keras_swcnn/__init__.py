@@ -1,0 +1,40 @@
+"""keras-swcnn: Sparse-Winograd CNNs (Liu, Pool, Han, Dally, ICLR 2018) for Keras 3.
+
+Example:
+    >>> import keras_swcnn
+    >>> from keras_swcnn.layers import WinogradReLUConv2D
+    >>> layer = WinogradReLUConv2D(64)
+    >>> sorted(keras_swcnn.build_info())[:2]
+    ['implementation', 'keras_backend']
+"""
+
+__version__ = "0.1.0"
+
+from keras_swcnn import layers, ops, winograd  # noqa: E402
+from keras_swcnn.layers import WinogradReLUConv2D  # noqa: E402
+
+
+def build_info():
+    """What this installation provides: version, native module status and kernels, backend.
+
+    Example:
+        >>> info = build_info()
+        >>> info["version"] == __version__
+        True
+    """
+    import keras
+
+    from keras_swcnn import native
+
+    return {
+        "version": __version__,
+        "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "native_loaded": native.available(),
+        "native_error": native.load_error,
+        "kernels": native.kernels(),
+        "implementation": "reference",
+    }
+
+
+__all__ = ["WinogradReLUConv2D", "build_info", "layers", "ops", "winograd", "__version__"]

@@ -1,0 +1,79 @@
+"""The compiled CPU kernels on numpy arrays (the ``keras_swcnn._native`` extension).
+
+These functions are the kernels' numpy front door: useful to check and
+inspect the native transforms outside any framework. The layer reaches the
+same kernels through XLA custom calls (see ``keras_swcnn.ops``).
+
+Example:
+    >>> import numpy as np
+    >>> from keras_swcnn import native
+    >>> if native.available():
+    ...     v = native.input_transform(np.ones((1, 4, 4, 2), "float32"))
+    ...     v.shape
+    (16, 4, 2)
+"""
+
+import numpy as np
+
+from keras_swcnn import winograd
+
+try:
+    from keras_swcnn import _native as _module
+
+    load_error = None
+except ImportError as error:  # not built, or built for another platform
+    _module = None
+    load_error = f"{type(error).__name__}: {error}"
+
+
+def available():
+    """Whether the compiled extension loaded."""
+    return _module is not None
+
+
+def kernels():
+    """Names of the kernels the compiled extension provides (empty if it did not load)."""
+    return list(_module.kernels()) if _module is not None else []
+
+
+def _require():
+    if _module is None:
+        raise RuntimeError(
+            "The keras_swcnn native extension is not available "
+            f"({load_error}). Reinstall with `pip install keras-swcnn` "
+            "or build from source with `pip install .`."
+        )
+    return _module
+
+
+def _float32_array(array, name, ndim):
+    array = np.asarray(array)
+    if array.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, got {array.dtype}.")
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}D, got shape {array.shape}.")
+    return np.ascontiguousarray(array)
+
+
+def input_transform(x, padding="same", relu=True, out=None):
+    """Native ``(relu of) B^T d B`` of an NHWC float32 array: returns ``[16, N*TH*TW, C]``."""
+    module = _require()
+    x = _float32_array(x, "x", 4)
+    geometry = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    return module.input_transform(
+        x, geometry.pad_top, geometry.pad_left, geometry.tiles_h, geometry.tiles_w,
+        bool(relu), out,
+    )
+
+
+def output_transform(m, batch, geometry, out=None):
+    """Native ``A^T M A`` of ``[16, N*TH*TW, K]`` products: returns NHWC ``[N, OH, OW, K]``.
+
+    ``geometry`` is the ``winograd.TileGeometry`` of the transformed input.
+    """
+    module = _require()
+    m = _float32_array(m, "m", 3)
+    return module.output_transform(
+        m, int(batch), geometry.tiles_h, geometry.tiles_w, geometry.out_h,
+        geometry.out_w, out,
+    )

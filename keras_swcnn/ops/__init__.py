@@ -1,0 +1,82 @@
+"""Winograd F(2x2, 3x3) primitives, with one public entry point per primitive.
+
+Each function takes ``implementation="auto" | "reference"``; the native
+implementations (XLA custom calls) plug in here. Today only the reference
+(``keras.ops``, every backend) exists, and ``"auto"`` selects it.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_swcnn import ops as wops
+    >>> x = np.random.rand(1, 6, 6, 2).astype("float32")
+    >>> u = np.random.rand(4, 4, 2, 3).astype("float32")
+    >>> wops.winograd_conv2d(x, u).shape
+    (1, 6, 6, 3)
+"""
+
+from keras_swcnn.ops import reference
+
+IMPLEMENTATIONS = ("auto", "reference")
+WINOGRAD_ACTIVATIONS = ("relu", None)
+
+
+def resolve_implementation(implementation="auto"):
+    """The implementation module for ``implementation`` on the current backend."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    return reference
+
+
+def _check_padding(padding):
+    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+    return padding.lower()
+
+
+def input_transform(x, padding="same", relu=True, implementation="auto"):
+    """Transformed tiles ``(relu of) B^T d B`` of an NHWC tensor, shape ``[16, N*TH*TW, C]``."""
+    impl = resolve_implementation(implementation)
+    return impl.input_transform(x, _check_padding(padding), relu)
+
+
+def batched_product(v, kernel, implementation="auto"):
+    """Per-position products summed over input channels: ``[16, P, C] x (4, 4, C, K) -> [16, P, K]``."""
+    return resolve_implementation(implementation).batched_product(v, kernel)
+
+
+def output_transform(m, geometry, implementation="auto"):
+    """``A^T M A`` per tile, assembled into NHWC and cropped (see ``winograd.TileGeometry``)."""
+    return resolve_implementation(implementation).output_transform(m, geometry)
+
+
+def winograd_conv2d(
+    x, kernel, padding="same", winograd_activation="relu", implementation="auto"
+):
+    """3x3 stride-1 convolution with a Winograd-domain kernel ``(4, 4, C, K)`` on NHWC input.
+
+    Args:
+        x: NHWC tensor.
+        kernel: Winograd-domain kernel, shape ``(4, 4, in_channels, out_channels)``.
+        padding: ``"same"`` or ``"valid"``.
+        winograd_activation: ``"relu"`` (Winograd-ReLU, the paper's layer) or
+            ``None`` (plain Winograd-native convolution).
+        implementation: ``"auto"`` or ``"reference"``.
+    """
+    if winograd_activation not in WINOGRAD_ACTIVATIONS:
+        raise ValueError(
+            "winograd_activation must be 'relu' or None, got "
+            f"{winograd_activation!r}."
+        )
+    impl = resolve_implementation(implementation)
+    return impl.winograd_conv2d(x, kernel, _check_padding(padding), winograd_activation)
+
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "batched_product",
+    "input_transform",
+    "output_transform",
+    "resolve_implementation",
+    "winograd_conv2d",
+]

@@ -1,0 +1,109 @@
+// keras_swcnn._native: the numpy front door to the CPU kernels.
+//
+// Only translation happens here: arrays in, shape structs built, validation
+// errors raised as ValueError, kernels called with the GIL released.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "swcnn/transforms.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+using InArray4 = nb::ndarray<const float, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
+using InArray3 = nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+using OutArray = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
+using NumpyArray = nb::ndarray<nb::numpy, float>;
+
+void check(const std::string& error) {
+  if (!error.empty()) throw nb::value_error(error.c_str());
+}
+
+// Use `out` when given (its shape must match exactly), else allocate.
+float* output_buffer(std::optional<OutArray>& out, const std::vector<size_t>& shape,
+                     nb::object& owner_array) {
+  if (out) {
+    bool same = out->ndim() == shape.size();
+    for (size_t i = 0; same && i < shape.size(); ++i) same = out->shape(i) == shape[i];
+    if (!same) throw nb::value_error("`out` has the wrong shape");
+    return out->data();
+  }
+  size_t count = 1;
+  for (size_t d : shape) count *= d;
+  float* data = new float[count > 0 ? count : 1];
+  nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+  owner_array = nb::cast(NumpyArray(data, shape.size(), shape.data(), owner));
+  return data;
+}
+
+nb::object input_transform(InArray4 x, int64_t pad_top, int64_t pad_left,
+                           int64_t tiles_h, int64_t tiles_w, bool relu,
+                           std::optional<OutArray> out) {
+  swcnn::InputTransformShape s;
+  s.batch = x.shape(0);
+  s.height = x.shape(1);
+  s.width = x.shape(2);
+  s.channels = x.shape(3);
+  s.pad_top = pad_top;
+  s.pad_left = pad_left;
+  s.tiles_h = tiles_h;
+  s.tiles_w = tiles_w;
+  check(swcnn::validate(s));
+  nb::object result = out ? nb::cast(*out) : nb::none();
+  float* v = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
+  {
+    nb::gil_scoped_release release;
+    swcnn::input_transform_cpu(x.data(), s, relu, v);
+  }
+  return result;
+}
+
+nb::object output_transform(InArray3 m, int64_t batch, int64_t tiles_h,
+                            int64_t tiles_w, int64_t out_h, int64_t out_w,
+                            std::optional<OutArray> out) {
+  swcnn::OutputTransformShape s;
+  s.batch = batch;
+  s.tiles_h = tiles_h;
+  s.tiles_w = tiles_w;
+  s.channels = m.shape(2);
+  s.out_h = out_h;
+  s.out_w = out_w;
+  check(swcnn::validate(s));
+  if (m.shape(0) != 16 || int64_t(m.shape(1)) != s.num_tiles())
+    throw nb::value_error("products must have shape [16, batch * tiles_h * tiles_w, K]");
+  nb::object result = out ? nb::cast(*out) : nb::none();
+  float* y = output_buffer(
+      out, {size_t(batch), size_t(out_h), size_t(out_w), size_t(s.channels)}, result);
+  {
+    nb::gil_scoped_release release;
+    swcnn::output_transform_cpu(m.data(), s, y);
+  }
+  return result;
+}
+
+}  // namespace
+
+NB_MODULE(_native, module) {
+  module.doc() = "keras-swcnn native CPU kernels (Winograd F(2x2,3x3) transforms).";
+  module.def("input_transform", &input_transform, nb::arg("x"), nb::arg("pad_top"),
+             nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
+             nb::arg("relu"), nb::arg("out") = nb::none(),
+             "v[16, N*TH*TW, C] = (relu of) B^T d B for each 4x4 tile of the "
+             "zero-padded NHWC float32 input.");
+  module.def("output_transform", &output_transform, nb::arg("m"), nb::arg("batch"),
+             nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out_h"), nb::arg("out_w"),
+             nb::arg("out") = nb::none(),
+             "y[N, OH, OW, K] = A^T m A for each tile, cropped to OH x OW.");
+  module.def("kernels", []() {
+    return std::vector<std::string>{"input_transform_cpu", "output_transform_cpu"};
+  });
+}
