@@ -138,7 +138,12 @@ class WinogradReLUConv2D(keras.layers.Layer):
         self.dilation_rate = (1, 1)
         self.groups = 1
         self.padding = padding.lower()
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = data_format or keras.config.image_data_format()
+        if self.data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                "data_format must be 'channels_last', 'channels_first' or None, got "
+                f"{data_format!r}."
+            )
         self.winograd_activation = winograd_activation
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
@@ -150,7 +155,6 @@ class WinogradReLUConv2D(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property
     def _channel_axis(self):

@@ -1,0 +1,57 @@
+"""Shared fixtures and helpers: fresh random data and backend-specific autodiff."""
+
+import numpy as np
+import pytest
+import keras
+
+# Awkward shapes: (N, H, W, C, K). Odd and even sizes, H or W = 1, batch 1,
+# one channel, many channels.
+SHAPES = [
+    (2, 6, 8, 3, 4),
+    (1, 5, 7, 2, 3),
+    (3, 1, 9, 4, 2),
+    (2, 7, 1, 1, 5),
+    (1, 1, 1, 3, 2),
+    (1, 4, 3, 1, 1),
+    (2, 9, 6, 130, 67),
+]
+# 'valid' needs H, W >= 3.
+VALID_SHAPES = [s for s in SHAPES if s[1] >= 3 and s[2] >= 3] + [(2, 3, 3, 2, 2)]
+
+BACKEND = keras.backend.backend()
+
+
+@pytest.fixture
+def rng():
+    """A generator with a fresh seed for every test; the seed is printed, so a failure can be replayed."""
+    seed = int(np.random.SeedSequence().entropy % (2**63))
+    print(f"random seed: {seed}")
+    return np.random.default_rng(seed)
+
+
+def random_normal(rng, shape, dtype="float32"):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def gradients(fn, *args):
+    """Gradients of the scalar ``fn(*args)`` with respect to every argument, as numpy arrays."""
+    if BACKEND == "jax":
+        import jax
+
+        grads = jax.grad(fn, argnums=tuple(range(len(args))))(*args)
+        return [np.asarray(g) for g in grads]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        return [g.numpy() for g in tape.gradient(value, tensors)]
+    if BACKEND == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        fn(*tensors).backward()
+        return [t.grad.numpy() for t in tensors]
+    pytest.skip(f"no gradient helper for backend {BACKEND}")

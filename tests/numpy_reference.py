@@ -1,0 +1,120 @@
+"""An independent float64 numpy model of the Winograd-ReLU convolution.
+
+Deliberately shares no code with keras_swcnn: the matrices are typed in again
+from the paper and tiles are cut with explicit loops, so a mistake in the
+package cannot hide behind the same mistake here.
+"""
+
+import math
+
+import numpy as np
+
+BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+def geometry(height, width, padding):
+    pad = 1 if padding == "same" else 0
+    out_h = height if padding == "same" else height - 2
+    out_w = width if padding == "same" else width - 2
+    return out_h, out_w, math.ceil(out_h / 2), math.ceil(out_w / 2), pad
+
+
+def padded(x, padding):
+    """Zero-padded image large enough for every tile: (N, 2*TH+2, 2*TW+2, C)."""
+    n, h, w, c = x.shape
+    _, _, th, tw, pad = geometry(h, w, padding)
+    xp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c))
+    xp[:, pad : pad + h, pad : pad + w] = x
+    return xp
+
+
+def input_tiles(x, padding, relu):
+    """V[n, i, j, a, b, c] = (relu of) (B^T d B) for tile (i, j)."""
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    _, _, th, tw, _ = geometry(h, w, padding)
+    xp = padded(x, padding)
+    v = np.zeros((n, th, tw, 4, 4, c))
+    for i in range(th):
+        for j in range(tw):
+            d = xp[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4]
+            v[:, i, j] = np.einsum("ar,nrsc,bs->nabc", BT, d, BT)
+    return np.maximum(v, 0) if relu else v
+
+
+def to_position_layout(tiles):
+    """(N, TH, TW, 4, 4, C) -> [16, N*TH*TW, C] with t = 4*a + b."""
+    n, th, tw, _, _, c = tiles.shape
+    return tiles.transpose(3, 4, 0, 1, 2, 5).reshape(16, n * th * tw, c)
+
+
+def from_position_layout(m, n, th, tw):
+    """[16, N*TH*TW, K] -> (N, TH, TW, 4, 4, K)."""
+    return m.reshape(4, 4, n, th, tw, -1).transpose(2, 3, 4, 0, 1, 5)
+
+
+def output_from_products(products, out_h, out_w):
+    """Y from per-tile products (N, TH, TW, 4, 4, K): A^T M A, assembled and cropped."""
+    n, th, tw, _, _, k = products.shape
+    y = np.einsum("ia,nhwabk,jb->nhiwjk", AT, products, AT).reshape(n, 2 * th, 2 * tw, k)
+    return y[:, :out_h, :out_w]
+
+
+def conv(x, u, padding="same", relu=True):
+    """The Winograd(-ReLU) convolution of NHWC x with a (4, 4, C, K) kernel, in float64."""
+    x = np.asarray(x, np.float64)
+    u = np.asarray(u, np.float64)
+    out_h, out_w, _, _, _ = geometry(x.shape[1], x.shape[2], padding)
+    v = input_tiles(x, padding, relu)
+    m = np.einsum("nijabc,abck->nijabk", v, u)
+    return output_from_products(m, out_h, out_w)
+
+
+def conv_grads(x, u, dy, padding="same", relu=True):
+    """Gradients (dx, du) of sum(conv(x, u) * dy), derived by hand (the adjoint of each step)."""
+    x = np.asarray(x, np.float64)
+    u = np.asarray(u, np.float64)
+    n, h, w, c = x.shape
+    out_h, out_w, th, tw, pad = geometry(h, w, padding)
+    v_pre = input_tiles(x, padding, relu=False)
+    v = np.maximum(v_pre, 0) if relu else v_pre
+    dy_full = np.zeros((n, 2 * th, 2 * tw, dy.shape[-1]))
+    dy_full[:, :out_h, :out_w] = dy
+    dy_tiles = dy_full.reshape(n, th, 2, tw, 2, -1)
+    dm = np.einsum("ia,nhiwjk,jb->nhwabk", AT, dy_tiles, AT)
+    du = np.einsum("nijabk,nijabc->abck", dm, v)
+    dv = np.einsum("nijabk,abck->nijabc", dm, u)
+    if relu:
+        dv = dv * (v_pre > 0)
+    dxp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c))
+    for i in range(th):
+        for j in range(tw):
+            dxp[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum(
+                "ar,nabc,bs->nrsc", BT, dv[:, i, j], BT
+            )
+    return dxp[:, pad : pad + h, pad : pad + w], du
+
+
+def spatial_conv(x, g, padding="same"):
+    """Direct 3x3 cross-correlation (what keras.layers.Conv2D computes), in float64."""
+    x = np.asarray(x, np.float64)
+    n, h, w, c = x.shape
+    pad = 1 if padding == "same" else 0
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h, out_w = xp.shape[1] - 2, xp.shape[2] - 2
+    y = np.zeros((n, out_h, out_w, g.shape[-1]))
+    for r in range(3):
+        for s in range(3):
+            y += np.einsum("nhwc,ck->nhwk", xp[:, r : r + out_h, s : s + out_w], g[r, s])
+    return y
+
+
+def rel_error(actual, expected):
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert np.all(np.isfinite(actual)), "non-finite values (unwritten output?)"
+    scale = np.linalg.norm(expected)
+    return np.linalg.norm(actual - expected) / (scale if scale > 0 else 1.0)
