@@ -138,8 +138,6 @@ def test_fit_reduces_loss(rng):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_mixed_precision(rng, policy):
-    if BACKEND == "torch" and policy == "mixed_float16":
-        pytest.skip("float16 matmul/einsum is not implemented on the torch CPU backend")
     try:
         layer = WinogradReLUConv2D(4, dtype=policy)
         x = random_normal(rng, (2, 6, 5, 3))

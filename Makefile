@@ -1,0 +1,20 @@
+# The two commands of the README: `make demo` (main job) and `make test`.
+# Both set up a fresh machine first (tools/setup.sh).
+PYTHON ?= python3
+BACKENDS ?= tensorflow jax torch
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: setup demo test
+
+setup:
+	PYTHON=$(PYTHON) bash tools/setup.sh
+
+demo: setup
+	KERAS_BACKEND=jax $(PYTHON) examples/fashion_mnist_winograd.py
+
+# One pytest run per Keras backend; stop at the first failing backend.
+test: setup
+	@set -e; for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(PYTHON) -m pytest -q $(PYTEST_ARGS); \
+	done

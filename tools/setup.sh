@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the demo and the tests: Fashion-MNIST from Debian's
+# package, and this package (editable, with the TensorFlow, JAX and torch
+# backends and the test tools). Safe to run again: every step is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
+fi
+
+"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[tensorflow,jax,torch,dev]"
+"$PYTHON" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"
