@@ -66,6 +66,26 @@ def input_transform(x, padding="same", relu=True, out=None):
     )
 
 
+def input_transform_backward(dv, v, x_shape, padding="same", relu=True, out=None):
+    """Native gradient of ``input_transform``: ``dv`` (and forward tiles ``v``) to ``dx`` of ``x_shape``."""
+    module = _require()
+    dv = _float32_array(dv, "dv", 3)
+    v = _float32_array(v, "v", 3) if relu else None
+    n, h, w, _ = x_shape
+    geometry = winograd.tile_geometry(h, w, padding)
+    return module.input_transform_backward(
+        dv, v, n, h, w, geometry.pad_top, geometry.pad_left, geometry.tiles_h,
+        geometry.tiles_w, bool(relu), out,
+    )
+
+
+def output_transform_backward(dy, geometry, out=None):
+    """Native gradient of ``output_transform``: NHWC ``dy`` to ``[16, N*TH*TW, K]``."""
+    module = _require()
+    dy = _float32_array(dy, "dy", 4)
+    return module.output_transform_backward(dy, geometry.tiles_h, geometry.tiles_w, out)
+
+
 def output_transform(m, batch, geometry, out=None):
     """Native ``A^T M A`` of ``[16, N*TH*TW, K]`` products: returns NHWC ``[N, OH, OW, K]``.
 

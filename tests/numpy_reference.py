@@ -76,25 +76,14 @@ def conv_grads(x, u, dy, padding="same", relu=True):
     """Gradients (dx, du) of sum(conv(x, u) * dy), derived by hand (the adjoint of each step)."""
     x = np.asarray(x, np.float64)
     u = np.asarray(u, np.float64)
-    n, h, w, c = x.shape
-    out_h, out_w, th, tw, pad = geometry(h, w, padding)
+    _, h, w, _ = x.shape
+    _, _, th, tw, _ = geometry(h, w, padding)
     v_pre = input_tiles(x, padding, relu=False)
     v = np.maximum(v_pre, 0) if relu else v_pre
-    dy_full = np.zeros((n, 2 * th, 2 * tw, dy.shape[-1]))
-    dy_full[:, :out_h, :out_w] = dy
-    dy_tiles = dy_full.reshape(n, th, 2, tw, 2, -1)
-    dm = np.einsum("ia,nhiwjk,jb->nhwabk", AT, dy_tiles, AT)
+    dm = output_transform_adjoint(np.asarray(dy, np.float64), th, tw)
     du = np.einsum("nijabk,nijabc->abck", dm, v)
     dv = np.einsum("nijabk,abck->nijabc", dm, u)
-    if relu:
-        dv = dv * (v_pre > 0)
-    dxp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c))
-    for i in range(th):
-        for j in range(tw):
-            dxp[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum(
-                "ar,nabc,bs->nrsc", BT, dv[:, i, j], BT
-            )
-    return dxp[:, pad : pad + h, pad : pad + w], du
+    return input_transform_adjoint(dv, v_pre, x.shape, padding, relu), du
 
 
 def spatial_conv(x, g, padding="same"):
@@ -118,3 +107,26 @@ def rel_error(actual, expected):
     assert np.all(np.isfinite(actual)), "non-finite values (unwritten output?)"
     scale = np.linalg.norm(expected)
     return np.linalg.norm(actual - expected) / (scale if scale > 0 else 1.0)
+
+
+def input_transform_adjoint(dv_tiles, v_pre, x_shape, padding, relu):
+    """dx from per-tile gradients dv (N, TH, TW, 4, 4, C): sum of B (dv masked) B^T, cropped."""
+    n, h, w, c = x_shape
+    _, _, th, tw, pad = geometry(h, w, padding)
+    if relu:
+        dv_tiles = dv_tiles * (v_pre > 0)
+    dxp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c))
+    for i in range(th):
+        for j in range(tw):
+            dxp[:, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += np.einsum(
+                "ar,nabc,bs->nrsc", BT, dv_tiles[:, i, j], BT
+            )
+    return dxp[:, pad : pad + h, pad : pad + w]
+
+
+def output_transform_adjoint(dy, th, tw):
+    """Per-tile dm (N, TH, TW, 4, 4, K) = A dy A^T, with cropped entries of dy as zero."""
+    n, out_h, out_w, k = dy.shape
+    full = np.zeros((n, 2 * th, 2 * tw, k))
+    full[:, :out_h, :out_w] = dy
+    return np.einsum("ia,nhiwjk,jb->nhwabk", AT, full.reshape(n, th, 2, tw, 2, k), AT)

@@ -6,6 +6,8 @@ import pytest
 from conftest import SHAPES, VALID_SHAPES, random_normal
 from keras_swcnn import native, winograd
 from numpy_reference import (
+    input_transform_adjoint,
+    output_transform_adjoint,
     from_position_layout,
     input_tiles,
     output_from_products,
@@ -82,3 +84,70 @@ def test_non_contiguous_input_is_copied_not_misread(rng):
     x = random_normal(rng, (2, 5, 6, 3))
     strided = np.asfortranarray(x)
     np.testing.assert_array_equal(native.input_transform(strided), native.input_transform(x))
+
+
+@pytest.mark.parametrize("shape,padding", CASES)
+@pytest.mark.parametrize("relu", [True, False])
+def test_input_transform_backward(rng, shape, padding, relu):
+    n, h, w, c, _ = shape
+    x = random_normal(rng, (n, h, w, c))
+    g = winograd.tile_geometry(h, w, padding)
+    v_pre = input_tiles(x, padding, relu=False)
+    v = to_position_layout(np.maximum(v_pre, 0) if relu else v_pre).astype(np.float32)
+    dv = random_normal(rng, v.shape)
+    out = np.full(x.shape, np.nan, np.float32)
+    native.input_transform_backward(dv, v, x.shape, padding, relu, out=out)
+    dv_tiles = from_position_layout(dv.astype(np.float64), n, g.tiles_h, g.tiles_w)
+    expected = input_transform_adjoint(dv_tiles, v_pre, x.shape, padding, relu)
+    assert rel_error(out, expected) < 1e-6
+
+
+@pytest.mark.parametrize("shape,padding", CASES)
+def test_output_transform_backward(rng, shape, padding):
+    n, h, w, _, k = shape
+    g = winograd.tile_geometry(h, w, padding)
+    dy = random_normal(rng, (n, g.out_h, g.out_w, k))
+    out = np.full((16, n * g.tiles_h * g.tiles_w, k), np.nan, np.float32)
+    native.output_transform_backward(dy, g, out=out)
+    expected = to_position_layout(output_transform_adjoint(dy.astype(np.float64), g.tiles_h, g.tiles_w))
+    assert rel_error(out, expected) < 1e-6
+
+
+def test_backward_bad_inputs(rng):
+    from keras_swcnn import _native
+
+    dv = random_normal(rng, (16, 9, 2))
+    with pytest.raises(ValueError, match="needs the forward tiles"):
+        _native.input_transform_backward(dv, None, 1, 5, 5, 1, 1, 3, 3, True)
+    with pytest.raises(ValueError, match="shape of dv"):
+        _native.input_transform_backward(dv, dv[:, :, :1].copy(), 1, 5, 5, 1, 1, 3, 3, True)
+    with pytest.raises(ValueError, match="dv must have shape"):
+        _native.input_transform_backward(dv, None, 2, 5, 5, 1, 1, 3, 3, False)
+    with pytest.raises(ValueError, match="out_h/out_w"):
+        _native.output_transform_backward(random_normal(rng, (1, 7, 5, 2)), 3, 3)
+
+
+def test_results_do_not_depend_on_thread_count():
+    # Thread count is read once per process, so compare in a subprocess.
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, sys\n"
+        "from keras_swcnn import native, winograd\n"
+        "rng = np.random.default_rng(7)\n"
+        "x = rng.standard_normal((3, 33, 17, 40)).astype('float32')\n"
+        "v = native.input_transform(x)\n"
+        "dx = native.input_transform_backward(v, v, x.shape)\n"
+        "g = winograd.tile_geometry(33, 17, 'same')\n"
+        "y = native.output_transform(v, 3, g)\n"
+        "dm = native.output_transform_backward(y, g)\n"
+        "sys.stdout.write(str(float(np.sum(dx ** 2) + np.sum(dm ** 2))))\n"
+    )
+    run = lambda env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    import os
+
+    results = {n: run(dict(os.environ, SWCNN_NUM_THREADS=n)) for n in ("1", "2", "3")}
+    assert len(set(results.values())) == 1, results

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_handlers.h"
 #include "swcnn/transforms.h"
 
 namespace nb = nanobind;
@@ -90,6 +91,61 @@ nb::object output_transform(InArray3 m, int64_t batch, int64_t tiles_h,
   return result;
 }
 
+nb::object input_transform_backward(InArray3 dv, std::optional<InArray3> v, int64_t batch,
+                                    int64_t height, int64_t width, int64_t pad_top,
+                                    int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
+                                    bool relu, std::optional<OutArray> out) {
+  swcnn::InputTransformShape s;
+  s.batch = batch;
+  s.height = height;
+  s.width = width;
+  s.channels = dv.shape(2);
+  s.pad_top = pad_top;
+  s.pad_left = pad_left;
+  s.tiles_h = tiles_h;
+  s.tiles_w = tiles_w;
+  check(swcnn::validate(s));
+  if (dv.shape(0) != 16 || int64_t(dv.shape(1)) != s.num_tiles())
+    throw nb::value_error("dv must have shape [16, batch * tiles_h * tiles_w, C]");
+  if (relu) {
+    if (!v) throw nb::value_error("relu=True needs the forward tiles v");
+    for (size_t i = 0; i < 3; ++i)
+      if (v->shape(i) != dv.shape(i)) throw nb::value_error("v must have the shape of dv");
+  }
+  nb::object result = out ? nb::cast(*out) : nb::none();
+  float* dx = output_buffer(
+      out, {size_t(batch), size_t(height), size_t(width), size_t(s.channels)}, result);
+  const float* v_data = relu ? v->data() : nullptr;
+  {
+    nb::gil_scoped_release release;
+    swcnn::input_transform_backward_cpu(dv.data(), v_data, s, relu, dx);
+  }
+  return result;
+}
+
+nb::object output_transform_backward(InArray4 dy, int64_t tiles_h, int64_t tiles_w,
+                                     std::optional<OutArray> out) {
+  swcnn::OutputTransformShape s;
+  s.batch = dy.shape(0);
+  s.out_h = dy.shape(1);
+  s.out_w = dy.shape(2);
+  s.channels = dy.shape(3);
+  s.tiles_h = tiles_h;
+  s.tiles_w = tiles_w;
+  check(swcnn::validate(s));
+  nb::object result = out ? nb::cast(*out) : nb::none();
+  float* dm = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
+  {
+    nb::gil_scoped_release release;
+    swcnn::output_transform_backward_cpu(dy.data(), s, dm);
+  }
+  return result;
+}
+
+nb::capsule handler_capsule(XLA_FFI_Error* (*fn)(XLA_FFI_CallFrame*)) {
+  return nb::capsule(reinterpret_cast<void*>(fn));
+}
+
 }  // namespace
 
 NB_MODULE(_native, module) {
@@ -103,7 +159,24 @@ NB_MODULE(_native, module) {
              nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out_h"), nb::arg("out_w"),
              nb::arg("out") = nb::none(),
              "y[N, OH, OW, K] = A^T m A for each tile, cropped to OH x OW.");
+  module.def("input_transform_backward", &input_transform_backward, nb::arg("dv"),
+             nb::arg("v").none(), nb::arg("batch"), nb::arg("height"), nb::arg("width"),
+             nb::arg("pad_top"), nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
+             nb::arg("relu"), nb::arg("out") = nb::none(),
+             "dx[N, H, W, C] = sum over tiles of B (dv masked by v > 0) B^T.");
+  module.def("output_transform_backward", &output_transform_backward, nb::arg("dy"),
+             nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out") = nb::none(),
+             "dm[16, N*TH*TW, K] = A dy A^T per tile.");
   module.def("kernels", []() {
-    return std::vector<std::string>{"input_transform_cpu", "output_transform_cpu"};
+    return std::vector<std::string>{"input_transform_cpu", "input_transform_backward_cpu",
+                                    "output_transform_cpu", "output_transform_backward_cpu"};
   });
+  module.def("jax_cpu_targets", []() {
+    nb::dict targets;
+    targets["swcnn_input_transform"] = handler_capsule(SwcnnInputTransformCpu);
+    targets["swcnn_input_transform_backward"] = handler_capsule(SwcnnInputTransformBackwardCpu);
+    targets["swcnn_output_transform"] = handler_capsule(SwcnnOutputTransformCpu);
+    targets["swcnn_output_transform_backward"] = handler_capsule(SwcnnOutputTransformBackwardCpu);
+    return targets;
+  }, "XLA FFI handlers for JAX's CPU platform, as {target name: PyCapsule}.");
 }

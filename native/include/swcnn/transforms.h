@@ -1,9 +1,9 @@
 // Winograd F(2x2, 3x3) transforms: plain C++ kernels on raw pointers.
 //
-// No framework headers here: the nanobind module (numpy), and later the XLA
-// custom-call bindings (JAX FFI, TensorFlow), are thin front doors over these
-// functions. Shapes are validated by the callers' front doors *and* by
-// `validate_*` below, which every front door calls before launching a kernel.
+// No framework headers here: the nanobind module (numpy) and the XLA
+// custom-call bindings (JAX FFI; TensorFlow's legacy custom calls) are thin
+// front doors over these functions. Every front door calls `validate` and
+// refuses the call before a kernel runs when it returns a message.
 //
 // Layouts (see DESIGN.md section 1):
 //   x : [N, H, W, C]            NHWC input, float32
@@ -37,14 +37,26 @@ struct OutputTransformShape {
 std::string validate(const InputTransformShape& s);
 std::string validate(const OutputTransformShape& s);
 
-// v = B^T d B for every 4x4 tile d of the zero-padded input, optionally
-// followed by relu (the Winograd-ReLU layer's activation).
+// Forward input transform: v = B^T d B for every 4x4 tile d of the
+// zero-padded input, followed by relu when `relu` is set.
 void input_transform_cpu(const float* x, const InputTransformShape& s,
                          bool relu, float* v);
 
-// y = A^T m A for every tile, written to the 2x2 output block of the tile and
-// cropped to out_h x out_w.
+// Backward of the input transform: dx = sum over tiles of B dv B^T, where dv
+// is first masked by (v > 0) when `relu` is set (`v` is the forward output;
+// it may be null when relu is false). Overlapping tiles accumulate.
+void input_transform_backward_cpu(const float* dv, const float* v,
+                                  const InputTransformShape& s, bool relu,
+                                  float* dx);
+
+// Forward output transform: y = A^T m A for every tile, written to the tile's
+// 2x2 output block and cropped to out_h x out_w.
 void output_transform_cpu(const float* m, const OutputTransformShape& s,
                           float* y);
+
+// Backward of the output transform: dm = A dy A^T per tile (cropped entries
+// of dy count as zero).
+void output_transform_backward_cpu(const float* dy,
+                                   const OutputTransformShape& s, float* dm);
 
 }  // namespace swcnn

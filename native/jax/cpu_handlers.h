@@ -1,0 +1,11 @@
+// The JAX (XLA FFI) CPU handlers; the Python module exposes them as capsules.
+#pragma once
+
+#include "xla/ffi/api/c_api.h"
+
+extern "C" {
+XLA_FFI_Error* SwcnnInputTransformCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnInputTransformBackwardCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnOutputTransformCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnOutputTransformBackwardCpu(XLA_FFI_CallFrame* call_frame);
+}
