@@ -26,6 +26,7 @@ def build_info():
 
     from keras_swcnn import native
 
+    reason = ops.native_unavailable_reason()
     return {
         "version": __version__,
         "keras_version": keras.__version__,
@@ -33,7 +34,8 @@ def build_info():
         "native_loaded": native.available(),
         "native_error": native.load_error,
         "kernels": native.kernels(),
-        "implementation": "reference",
+        "implementation": "reference" if reason else "native",
+        "native_unavailable_reason": reason,
     }
 
 

@@ -65,6 +65,10 @@ class WinogradReLUConv2D(keras.layers.Layer):
         kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint,
         bias_constraint: as in ``keras.layers.Conv2D``.
+        implementation: ``"auto"`` (default: the native kernels where they
+            run on this backend and platform, else the ``keras.ops``
+            reference), ``"native"`` (raise if unavailable) or ``"reference"``.
+            ``keras_swcnn.build_info()`` says which ``"auto"`` picks.
 
     Example:
         >>> import keras
@@ -99,6 +103,7 @@ class WinogradReLUConv2D(keras.layers.Layer):
         activity_regularizer=None,
         kernel_constraint=None,
         bias_constraint=None,
+        implementation="auto",
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -133,6 +138,8 @@ class WinogradReLUConv2D(keras.layers.Layer):
                 "winograd_activation must be 'relu' or None, got "
                 f"{winograd_activation!r}."
             )
+        winograd_ops.check_implementation(implementation)
+        self.implementation = implementation
         self.kernel_size = (3, 3)
         self.strides = (1, 1)
         self.dilation_rate = (1, 1)
@@ -206,6 +213,7 @@ class WinogradReLUConv2D(keras.layers.Layer):
             self.kernel,
             padding=self.padding,
             winograd_activation=self.winograd_activation,
+            implementation=self.implementation,
         )
         if self.use_bias:
             y = y + self.bias
@@ -326,6 +334,7 @@ class WinogradReLUConv2D(keras.layers.Layer):
                 ),
                 "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
                 "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "implementation": self.implementation,
             }
         )
         return config

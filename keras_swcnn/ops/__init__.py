@@ -1,8 +1,12 @@
 """Winograd F(2x2, 3x3) primitives, with one public entry point per primitive.
 
-Each function takes ``implementation="auto" | "reference"``; the native
-implementations (XLA custom calls) plug in here. Today only the reference
-(``keras.ops``, every backend) exists, and ``"auto"`` selects it.
+Each function takes ``implementation="auto" | "native" | "reference"``:
+
+- ``"reference"``: ``keras.ops``, every backend (``keras_swcnn.ops.reference``);
+- ``"native"``: the compiled kernels as XLA custom calls (JAX on CPU today,
+  ``keras_swcnn.ops.jax_native``); raises ``RuntimeError`` saying why when
+  they cannot run on this backend/platform;
+- ``"auto"``: native where available, else reference.
 
 Example:
     >>> import numpy as np
@@ -13,19 +17,53 @@ Example:
     (1, 6, 6, 3)
 """
 
+import keras
+
 from keras_swcnn.ops import reference
 
-IMPLEMENTATIONS = ("auto", "reference")
+IMPLEMENTATIONS = ("auto", "native", "reference")
 WINOGRAD_ACTIVATIONS = ("relu", None)
 
 
-def resolve_implementation(implementation="auto"):
-    """The implementation module for ``implementation`` on the current backend."""
+def _native_module():
+    """The native implementation module for the current backend and why it may not run."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from keras_swcnn.ops import jax_native
+
+        return jax_native, jax_native.unavailable_reason()
+    return None, f"no native implementation for the {backend!r} backend"
+
+
+def native_unavailable_reason():
+    """``None`` when ``implementation="native"`` can run here, else the reason it cannot."""
+    return _native_module()[1]
+
+
+def check_implementation(implementation):
+    """Raise ``ValueError`` unless ``implementation`` is one of ``IMPLEMENTATIONS``."""
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}."
         )
+
+
+def resolve_implementation(implementation="auto"):
+    """The implementation module that ``implementation`` selects on the current backend."""
+    check_implementation(implementation)
+    if implementation == "reference":
+        return reference
+    module, reason = _native_module()
+    if reason is None:
+        return module
+    if implementation == "native":
+        raise RuntimeError(f"The native Winograd implementation is not available: {reason}.")
     return reference
+
+
+def implementation_name(implementation="auto"):
+    """``"native"`` or ``"reference"``: what ``implementation`` resolves to here."""
+    return "reference" if resolve_implementation(implementation) is reference else "native"
 
 
 def _check_padding(padding):
@@ -61,7 +99,7 @@ def winograd_conv2d(
         padding: ``"same"`` or ``"valid"``.
         winograd_activation: ``"relu"`` (Winograd-ReLU, the paper's layer) or
             ``None`` (plain Winograd-native convolution).
-        implementation: ``"auto"`` or ``"reference"``.
+        implementation: ``"auto"``, ``"native"`` or ``"reference"``.
     """
     if winograd_activation not in WINOGRAD_ACTIVATIONS:
         raise ValueError(
@@ -75,7 +113,10 @@ def winograd_conv2d(
 __all__ = [
     "IMPLEMENTATIONS",
     "batched_product",
+    "check_implementation",
+    "implementation_name",
     "input_transform",
+    "native_unavailable_reason",
     "output_transform",
     "resolve_implementation",
     "winograd_conv2d",

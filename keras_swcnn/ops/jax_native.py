@@ -1,0 +1,179 @@
+"""Native Winograd primitives for the JAX backend: XLA FFI custom calls on the CPU.
+
+The compiled handlers (``native/jax/cpu_handlers.cc``) are registered with
+``jax.ffi.register_ffi_target`` on first use and called with
+``jax.ffi.ffi_call``; the per-position product stays an XLA dot (a tuned
+GEMM). Gradients come from ``jax.custom_vjp`` with the input and kernel as
+the only residuals: the backward pass recomputes the transformed tiles
+(additions only), which keeps training memory at the level of a plain conv.
+
+Dtype rule: the kernels compute in float32. Other floating inputs
+(float16, bfloat16, float64) are cast to float32 and the result is cast back
+to the input's dtype.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_swcnn.ops import jax_native
+    >>> x = np.random.rand(1, 6, 6, 2).astype("float32")
+    >>> u = np.random.rand(4, 4, 2, 3).astype("float32")
+    >>> jax_native.winograd_conv2d(x, u).shape
+    (1, 6, 6, 3)
+"""
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from keras_swcnn import native, winograd
+
+_registered = False
+
+
+def unavailable_reason():
+    """``None`` when the native JAX path can run here, else why it cannot."""
+    if not native.available():
+        return f"the native extension did not load ({native.load_error})"
+    platform = jax.default_backend()
+    if platform != "cpu":
+        return f"no native kernels are registered for the JAX platform {platform!r}"
+    return None
+
+
+def _register():
+    global _registered
+    if not _registered:
+        for name, capsule in native._require().jax_cpu_targets().items():
+            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+        _registered = True
+
+
+def _call(target, result_shape, *args, **attributes):
+    _register()
+    attributes = {
+        k: (v if isinstance(v, bool) else np.int64(v)) for k, v in attributes.items()
+    }
+    result = jax.ShapeDtypeStruct(result_shape, jnp.float32)
+    # Each call works on one whole NHWC batch; under vmap, run them one by one.
+    return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args, **attributes)
+
+
+def _check_float32(array, name):
+    if array.dtype != jnp.float32:
+        raise ValueError(f"{name} must be float32 for the native kernels, got {array.dtype}.")
+
+
+def _geometry(x_shape, padding):
+    if len(x_shape) != 4:
+        raise ValueError(f"Expected a 4D NHWC input, got shape {tuple(x_shape)}.")
+    return winograd.tile_geometry(x_shape[1], x_shape[2], padding)
+
+
+def _input_transform(x, geometry, relu):
+    n, _, _, c = x.shape
+    shape = (16, n * geometry.tiles_h * geometry.tiles_w, c)
+    return _call(
+        "swcnn_input_transform", shape, x, pad_top=geometry.pad_top,
+        pad_left=geometry.pad_left, tiles_h=geometry.tiles_h, tiles_w=geometry.tiles_w,
+        relu=relu,
+    )
+
+
+def _input_transform_backward(dv, v, x_shape, geometry, relu):
+    return _call(
+        "swcnn_input_transform_backward", tuple(x_shape), dv, v,
+        pad_top=geometry.pad_top, pad_left=geometry.pad_left, tiles_h=geometry.tiles_h,
+        tiles_w=geometry.tiles_w, relu=relu,
+    )
+
+
+def _output_transform(m, batch, geometry):
+    shape = (batch, geometry.out_h, geometry.out_w, m.shape[-1])
+    return _call(
+        "swcnn_output_transform", shape, m, tiles_h=geometry.tiles_h, tiles_w=geometry.tiles_w
+    )
+
+
+def _output_transform_backward(dy, geometry):
+    n, _, _, k = dy.shape
+    shape = (16, n * geometry.tiles_h * geometry.tiles_w, k)
+    return _call(
+        "swcnn_output_transform_backward", shape, dy, tiles_h=geometry.tiles_h,
+        tiles_w=geometry.tiles_w,
+    )
+
+
+def _positions(kernel):
+    return kernel.reshape((16,) + kernel.shape[2:])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, padding, relu):
+    return _conv_forward(x, kernel, padding, relu)[0]
+
+
+def _conv_forward(x, kernel, padding, relu):
+    geometry = _geometry(x.shape, padding)
+    if kernel.shape[:3] != (4, 4, x.shape[-1]):
+        raise ValueError(
+            f"Kernel shape {tuple(kernel.shape)} does not fit input channels {x.shape[-1]}: "
+            "expected (4, 4, in_channels, out_channels)."
+        )
+    v = _input_transform(x, geometry, relu)
+    m = jnp.matmul(v, _positions(kernel))
+    return _output_transform(m, x.shape[0], geometry), (x, kernel)
+
+
+def _conv_backward(padding, relu, residuals, dy):
+    x, kernel = residuals
+    geometry = _geometry(x.shape, padding)
+    v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
+    dm = _output_transform_backward(dy, geometry)
+    u = _positions(kernel)
+    du = jnp.matmul(jnp.swapaxes(v, 1, 2), dm).reshape(kernel.shape)
+    dv = jnp.matmul(dm, jnp.swapaxes(u, 1, 2))
+    dx = _input_transform_backward(dv, v, x.shape, geometry, relu)
+    return dx, du
+
+
+_conv.defvjp(_conv_forward, _conv_backward)
+
+
+def _as_float32(x):
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype}.")
+    return x.astype(jnp.float32), x.dtype
+
+
+def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
+    """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``)."""
+    x, dtype = _as_float32(x)
+    kernel, _ = _as_float32(kernel)
+    y = _conv(x, kernel, padding, winograd_activation == "relu")
+    return y.astype(dtype)
+
+
+def input_transform(x, padding="same", relu=True):
+    """Native ``(relu of) B^T d B`` as ``[16, N*TH*TW, C]`` (forward only)."""
+    x, dtype = _as_float32(x)
+    return _input_transform(x, _geometry(x.shape, padding), relu).astype(dtype)
+
+
+def batched_product(v, kernel):
+    """``M[t] = V[t] @ U[t]`` as an XLA dot."""
+    return jnp.matmul(v, _positions(jnp.asarray(kernel)))
+
+
+def output_transform(m, geometry):
+    """Native ``A^T M A`` assembled into NHWC and cropped (forward only)."""
+    m, dtype = _as_float32(m)
+    if m.ndim != 3 or m.shape[0] != 16:
+        raise ValueError(f"Expected products of shape [16, N*TH*TW, K], got {tuple(m.shape)}.")
+    tiles = geometry.tiles_h * geometry.tiles_w
+    if m.shape[1] % tiles:
+        raise ValueError(
+            f"{m.shape[1]} tiles is not a whole number of {geometry.tiles_h}x{geometry.tiles_w} images."
+        )
+    return _output_transform(m, m.shape[1] // tiles, geometry).astype(dtype)

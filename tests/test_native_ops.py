@@ -1,0 +1,159 @@
+"""The native path (XLA custom calls) against the reference path and the float64 numpy model.
+
+Runs on every backend: where the backend has no native path, it checks that
+"auto" falls back to the reference and "native" raises a clear error.
+XLA allocates the custom calls' outputs, so they cannot be poisoned here;
+the same kernels are checked with NaN-poisoned outputs through the numpy
+front door (test_native_transforms.py), and every result here is checked
+finite and equal to the float64 model.
+"""
+
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+from conftest import BACKEND, SHAPES, VALID_SHAPES, gradients, random_normal
+from keras_swcnn import ops as wops
+from keras_swcnn import build_info
+from keras_swcnn.layers import WinogradReLUConv2D
+from numpy_reference import conv, conv_grads, rel_error
+
+REASON = wops.native_unavailable_reason()
+needs_native = pytest.mark.skipif(REASON is not None, reason=f"no native path: {REASON}")
+
+# Many channels (500+) on top of the shared awkward shapes.
+CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 520, 17), (2, 3, 4, 7, 513)]] + [
+    (s, "valid") for s in VALID_SHAPES
+]
+
+
+def test_auto_and_build_info_agree():
+    expected = "native" if REASON is None else "reference"
+    assert wops.implementation_name("auto") == expected
+    assert build_info()["implementation"] == expected
+
+
+@pytest.mark.skipif(REASON is None, reason="native path available")
+def test_native_raises_where_unavailable():
+    x = np.ones((1, 4, 4, 1), np.float32)
+    u = np.ones((4, 4, 1, 1), np.float32)
+    with pytest.raises(RuntimeError, match="native Winograd implementation is not available"):
+        wops.winograd_conv2d(x, u, implementation="native")
+    with pytest.raises(RuntimeError, match="not available"):
+        WinogradReLUConv2D(2, implementation="native")(x)
+
+
+@needs_native
+@pytest.mark.parametrize("shape,padding", CASES)
+@pytest.mark.parametrize("activation", ["relu", None])
+def test_forward_and_gradients(rng, shape, padding, activation):
+    n, h, w, c, k = shape
+    x = random_normal(rng, (n, h, w, c))
+    u = random_normal(rng, (4, 4, c, k)) / np.sqrt(c)
+    relu = activation == "relu"
+    y_native = ops.convert_to_numpy(wops.winograd_conv2d(x, u, padding, activation, "native"))
+    y_reference = ops.convert_to_numpy(wops.winograd_conv2d(x, u, padding, activation, "reference"))
+    expected = conv(x, u, padding, relu)
+    assert rel_error(y_native, expected) < 1e-5
+    assert rel_error(y_native, y_reference) < 1e-5
+
+    dy = random_normal(rng, expected.shape)
+
+    def loss(x, u):
+        return ops.sum(wops.winograd_conv2d(x, u, padding, activation, "native") * dy)
+
+    dx, du = gradients(loss, x, u)
+    dx_ref, du_ref = conv_grads(x, u, dy, padding, relu)
+    assert rel_error(dx, dx_ref) < 1e-5
+    assert rel_error(du, du_ref) < 1e-5
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_inputs_compute_in_float32(rng, dtype):
+    x = random_normal(rng, (2, 5, 6, 3))
+    u = random_normal(rng, (4, 4, 3, 4))
+    y = wops.winograd_conv2d(ops.cast(x, dtype), ops.cast(u, dtype), implementation="native")
+    assert keras.backend.standardize_dtype(y.dtype) == dtype
+    x_rounded = ops.convert_to_numpy(ops.cast(ops.cast(x, dtype), "float32"))
+    u_rounded = ops.convert_to_numpy(ops.cast(ops.cast(u, dtype), "float32"))
+    tolerance = 1e-2 if dtype == "bfloat16" else 2e-3  # the final rounding to dtype
+    assert rel_error(ops.convert_to_numpy(ops.cast(y, "float32")), conv(x_rounded, u_rounded)) < tolerance
+
+
+@needs_native
+def test_integer_inputs_are_refused():
+    with pytest.raises(ValueError, match="floating-point"):
+        wops.winograd_conv2d(np.ones((1, 4, 4, 1), np.int32), np.ones((4, 4, 1, 1), np.float32),
+                             implementation="native")
+
+
+@needs_native
+def test_kernel_that_does_not_fit_is_refused(rng):
+    with pytest.raises(ValueError, match="does not fit input channels"):
+        wops.winograd_conv2d(random_normal(rng, (1, 4, 4, 3)), random_normal(rng, (4, 4, 2, 1)),
+                             implementation="native")
+
+
+def training_run(implementation, jit_compile, seed, data):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    x = WinogradReLUConv2D(6, implementation=implementation)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = WinogradReLUConv2D(5, padding="valid", use_bias=True, implementation=implementation)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=jit_compile)
+    history = model.fit(*data, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    return history.history["loss"], [ops.convert_to_numpy(w) for w in model.weights]
+
+
+@needs_native
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_training_matches_reference(rng, jit_compile):
+    data = (random_normal(rng, (16, 7, 6, 3)), random_normal(rng, (16, 2)))
+    seed = int(rng.integers(2**31))
+    native_loss, native_weights = training_run("native", jit_compile, seed, data)
+    reference_loss, reference_weights = training_run("reference", jit_compile, seed, data)
+    np.testing.assert_allclose(native_loss, reference_loss, rtol=1e-4)
+    for a, b in zip(native_weights, reference_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert native_loss[-1] < native_loss[0]
+
+
+@pytest.mark.skipif(BACKEND != "jax" or REASON is not None, reason="JAX native path")
+class TestJax:
+    def test_jit_grad_vmap(self, rng):
+        import jax
+
+        x = random_normal(rng, (3, 2, 5, 7, 4))  # a leading vmapped axis
+        u = random_normal(rng, (4, 4, 4, 3))
+        f = jax.jit(jax.vmap(lambda a: wops.winograd_conv2d(a, u, implementation="native")))
+        y = np.asarray(f(x))
+        for i in range(3):
+            assert rel_error(y[i], conv(x[i], u)) < 1e-5
+        g = jax.jit(jax.grad(lambda a: wops.winograd_conv2d(a, u, implementation="native").sum()))
+        dx_ref, _ = conv_grads(x[0], u, np.ones((2, 5, 7, 3)))
+        assert rel_error(np.asarray(g(x[0])), dx_ref) < 1e-5
+
+    def test_custom_call_refuses_inconsistent_shapes(self, rng):
+        from keras_swcnn.ops import jax_native
+
+        x = random_normal(rng, (1, 5, 5, 2))
+        with pytest.raises(Exception, match="keras_swcnn: tiles must have shape"):
+            np.asarray(jax_native._call("swcnn_input_transform", (16, 8, 2), x, pad_top=1,
+                                        pad_left=1, tiles_h=3, tiles_w=3, relu=True))
+        with pytest.raises(Exception, match="keras_swcnn: too many tiles"):
+            np.asarray(jax_native._call("swcnn_input_transform", (16, 30, 2), x, pad_top=1,
+                                        pad_left=1, tiles_h=10, tiles_w=3, relu=True))
+        with pytest.raises(Exception, match="keras_swcnn: out_h/out_w"):
+            np.asarray(jax_native._call("swcnn_output_transform", (1, 9, 5, 2),
+                                        random_normal(rng, (16, 9, 2)), tiles_h=3, tiles_w=3))
+
+    def test_non_float32_buffer_is_refused_by_the_handler(self, rng):
+        from keras_swcnn.ops import jax_native
+
+        with pytest.raises(Exception):
+            np.asarray(jax_native._call("swcnn_output_transform", (1, 6, 6, 2),
+                                        np.ones((16, 9, 2), np.int32), tiles_h=3, tiles_w=3))
