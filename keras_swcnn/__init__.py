@@ -34,6 +34,7 @@ def build_info():
         "native_loaded": native.available(),
         "native_error": native.load_error,
         "kernels": native.kernels(),
+        "cuda_built": native.cuda_built(),
         "implementation": "reference" if reason else "native",
         "native_unavailable_reason": reason,
     }

@@ -26,14 +26,47 @@ except ImportError as error:  # not built, or built for another platform
     load_error = f"{type(error).__name__}: {error}"
 
 
+_cuda = {"module": None, "error": None, "tried": False}
+
+
+def cuda_built():
+    """Whether the CUDA extension was built (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("keras_swcnn._native_cuda") is not None
+
+
+def cuda_module():
+    """The CUDA extension, imported on first use (only GPU sessions call this), or ``None``."""
+    if not _cuda["tried"]:
+        _cuda["tried"] = True
+        try:
+            from keras_swcnn import _native_cuda
+
+            _cuda["module"] = _native_cuda
+        except ImportError as error:
+            _cuda["error"] = f"{type(error).__name__}: {error}"
+    return _cuda["module"]
+
+
+def cuda_load_error():
+    """Why the CUDA extension is unavailable (``None`` if it loaded or was never asked for)."""
+    if not cuda_built():
+        return "keras_swcnn was built without CUDA (no CUDA compiler at build time)"
+    return _cuda["error"]
+
+
 def available():
     """Whether the compiled extension loaded."""
     return _module is not None
 
 
 def kernels():
-    """Names of the kernels the compiled extension provides (empty if it did not load)."""
-    return list(_module.kernels()) if _module is not None else []
+    """Names of the kernels loaded so far (CPU, plus CUDA once a GPU session loaded them)."""
+    names = list(_module.kernels()) if _module is not None else []
+    if _cuda["module"] is not None:
+        names += list(_cuda["module"].kernels())
+    return names
 
 
 def _require():

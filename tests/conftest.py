@@ -20,6 +20,13 @@ VALID_SHAPES = [s for s in SHAPES if s[1] >= 3 and s[2] >= 3] + [(2, 3, 3, 2, 2)
 
 BACKEND = keras.backend.backend()
 
+if BACKEND == "jax":
+    import jax
+
+    # Parity tests compare float32 paths with each other: keep GPU matrix
+    # products in full float32 (not TF32) for the reference path too.
+    jax.config.update("jax_default_matmul_precision", "highest")
+
 
 @pytest.fixture
 def rng():

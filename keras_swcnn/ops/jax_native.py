@@ -1,6 +1,8 @@
-"""Native Winograd primitives for the JAX backend: XLA FFI custom calls on the CPU.
+"""Native Winograd primitives for the JAX backend: XLA FFI custom calls on CPU and CUDA.
 
-The compiled handlers (``native/jax/cpu_handlers.cc``) are registered with
+The compiled handlers (``native/jax/cpu_handlers.cc``; on NVIDIA GPUs
+``native/jax/cuda_handlers.cc`` from the separate ``_native_cuda`` extension,
+imported only when JAX's default backend is a GPU) are registered with
 ``jax.ffi.register_ffi_target`` on first use and called with
 ``jax.ffi.ffi_call``; the per-position product stays an XLA dot (a tuned
 GEMM). Gradients come from ``jax.custom_vjp`` with the input and kernel as
@@ -36,9 +38,13 @@ def unavailable_reason():
     if not native.available():
         return f"the native extension did not load ({native.load_error})"
     platform = jax.default_backend()
-    if platform != "cpu":
-        return f"no native kernels are registered for the JAX platform {platform!r}"
-    return None
+    if platform == "cpu":
+        return None
+    if platform in ("gpu", "cuda"):
+        if native.cuda_module() is not None:
+            return None
+        return f"the CUDA extension is not available ({native.cuda_load_error()})"
+    return f"no native kernels for the JAX platform {platform!r}"
 
 
 def _register():
@@ -46,6 +52,9 @@ def _register():
     if not _registered:
         for name, capsule in native._require().jax_cpu_targets().items():
             jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+        if jax.default_backend() in ("gpu", "cuda") and native.cuda_module() is not None:
+            for name, capsule in native.cuda_module().jax_cuda_targets().items():
+                jax.ffi.register_ffi_target(name, capsule, platform="CUDA")
         _registered = True
 
 
@@ -108,6 +117,12 @@ def _positions(kernel):
     return kernel.reshape((16,) + kernel.shape[2:])
 
 
+def _matmul(a, b):
+    # Full float32 products: on GPUs the default precision may round operands
+    # to TF32, which would break parity with the float32 reference.
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, kernel, padding, relu):
     return _conv_forward(x, kernel, padding, relu)[0]
@@ -121,7 +136,7 @@ def _conv_forward(x, kernel, padding, relu):
             "expected (4, 4, in_channels, out_channels)."
         )
     v = _input_transform(x, geometry, relu)
-    m = jnp.matmul(v, _positions(kernel))
+    m = _matmul(v, _positions(kernel))
     return _output_transform(m, x.shape[0], geometry), (x, kernel)
 
 
@@ -131,8 +146,8 @@ def _conv_backward(padding, relu, residuals, dy):
     v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
     dm = _output_transform_backward(dy, geometry)
     u = _positions(kernel)
-    du = jnp.matmul(jnp.swapaxes(v, 1, 2), dm).reshape(kernel.shape)
-    dv = jnp.matmul(dm, jnp.swapaxes(u, 1, 2))
+    du = _matmul(jnp.swapaxes(v, 1, 2), dm).reshape(kernel.shape)
+    dv = _matmul(dm, jnp.swapaxes(u, 1, 2))
     dx = _input_transform_backward(dv, v, x.shape, geometry, relu)
     return dx, du
 
@@ -163,7 +178,7 @@ def input_transform(x, padding="same", relu=True):
 
 def batched_product(v, kernel):
     """``M[t] = V[t] @ U[t]`` as an XLA dot."""
-    return jnp.matmul(v, _positions(jnp.asarray(kernel)))
+    return _matmul(v, _positions(jnp.asarray(kernel)))
 
 
 def output_transform(m, geometry):

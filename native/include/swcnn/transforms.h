@@ -17,19 +17,26 @@
 #include <cstdint>
 #include <string>
 
+// The shape structs are shared with the CUDA kernels.
+#if defined(__CUDACC__)
+#define SWCNN_HOST_DEVICE __host__ __device__
+#else
+#define SWCNN_HOST_DEVICE
+#endif
+
 namespace swcnn {
 
 struct InputTransformShape {
   int64_t batch = 0, height = 0, width = 0, channels = 0;
   int64_t pad_top = 0, pad_left = 0;
   int64_t tiles_h = 0, tiles_w = 0;
-  int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
+  SWCNN_HOST_DEVICE int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
 };
 
 struct OutputTransformShape {
   int64_t batch = 0, tiles_h = 0, tiles_w = 0, channels = 0;
   int64_t out_h = 0, out_w = 0;
-  int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
+  SWCNN_HOST_DEVICE int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
 };
 
 // Return an empty string when the shape is supported, else a message naming

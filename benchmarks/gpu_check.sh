@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# GPU check, in one call: build keras-swcnn with CUDA, run the GPU parity and
+# training tests, then the GPU benchmark; print a short table last.
+#
+# For a machine with an NVIDIA GPU, JAX with CUDA, nvcc, cmake, ninja,
+# nanobind and pytest, and no network. If Keras is missing, its wheels are
+# installed from $SWCNN_WHEELS (default .device/wheels: keras, namex, optree).
+# Logs and the benchmark JSON go to $OUT (default /tmp/swcnn-gpu-check).
+# Finishes in about 5 minutes on an H100/H200.
+#
+#   bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/swcnn-gpu-check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+start=$(date +%s)
+elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+if ! "$PY" -c "import keras" 2>/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/swcnn-site \
+    "${SWCNN_WHEELS:-.device/wheels}"/*.whl || exit 1
+  export PYTHONPATH=/tmp/swcnn-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+elapsed "building (SWCNN_CUDA=ON)"
+if ! { cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWCNN_CUDA=ON \
+         -DPython_EXECUTABLE="$(command -v "$PY")" -DCMAKE_CUDA_FLAGS="-Xptxas=-v" &&
+       cmake --build build/gpu -j "$(nproc)"; } > "$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"
+  exit 1
+fi
+grep -E "Compiling entry|Used [0-9]+ registers" "$OUT/build.log" | grep -A1 "sm_90" | head -16
+cp build/gpu/_native*.so keras_swcnn/
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+"$PY" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"
+
+elapsed "tests"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_native_ops.py \
+  tests/test_reference_ops.py tests/test_layer.py 2>&1 | tee "$OUT/tests.log" | tail -12
+tests_status=${PIPESTATUS[0]}
+
+elapsed "benchmark"
+"$PY" benchmarks/gpu_benchmark.py --batches 64,256 --json "$OUT/gpu_benchmark.json" 2>&1 |
+  grep -v "^{" | tee "$OUT/benchmark.log"
+elapsed "done; tests exit status $tests_status"
+exit "$tests_status"

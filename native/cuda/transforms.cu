@@ -1,0 +1,218 @@
+// CUDA kernels for the Winograd F(2x2, 3x3) transforms (NHWC, float32).
+//
+// One thread per (tile or pixel, channel): consecutive threads of a warp take
+// consecutive channels, so every global load and store is coalesced in NHWC
+// and in the [16, P, C] tile layout. All four kernels are memory-bound: they
+// move each element once (the backward input transform gathers instead of
+// scattering, so it needs no atomics and writes each dx element once).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "swcnn/cuda_transforms.h"
+
+namespace swcnn {
+namespace {
+
+constexpr int kThreads = 256;
+
+int64_t blocks_for(int64_t items) { return (items + kThreads - 1) / kThreads; }
+
+__global__ void input_transform_kernel(const float* __restrict__ x, InputTransformShape s,
+                                       bool relu, float* __restrict__ v) {
+  const int64_t C = s.channels, P = s.num_tiles();
+  const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (index >= P * C) return;
+  const int64_t p = index / C, ch = index % C;
+  const int64_t per_image = s.tiles_h * s.tiles_w;
+  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  const float* image = x + n * s.height * s.width * C + ch;
+  float d[4][4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int64_t row = 2 * ty - s.pad_top + r;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int64_t col = 2 * tx - s.pad_left + c;
+      const bool inside = row >= 0 && row < s.height && col >= 0 && col < s.width;
+      d[r][c] = inside ? __ldg(image + (row * s.width + col) * C) : 0.0f;
+    }
+  }
+  float t[4][4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {  // rows: B^T d
+    t[0][c] = d[0][c] - d[2][c];
+    t[1][c] = d[1][c] + d[2][c];
+    t[2][c] = d[2][c] - d[1][c];
+    t[3][c] = d[1][c] - d[3][c];
+  }
+  const int64_t plane = P * C;
+  float* out = v + p * C + ch;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {  // columns: (B^T d) B
+    float w[4] = {t[r][0] - t[r][2], t[r][1] + t[r][2], t[r][2] - t[r][1], t[r][1] - t[r][3]};
+#pragma unroll
+    for (int c = 0; c < 4; ++c) out[(4 * r + c) * plane] = relu ? fmaxf(w[c], 0.0f) : w[c];
+  }
+}
+
+// Coefficient of dv[a][b] in dx[r][s] for one tile: B[r][a] * B[s][b], with
+// B = (B^T)^T; kBT[a][r] below is B^T.
+__constant__ float kBT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+
+__global__ void input_transform_backward_kernel(const float* __restrict__ dv,
+                                                const float* __restrict__ v,
+                                                InputTransformShape s, bool relu,
+                                                float* __restrict__ dx) {
+  const int64_t C = s.channels, P = s.num_tiles(), plane = P * C;
+  const int64_t total = s.batch * s.height * s.width * C;
+  const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (index >= total) return;
+  const int64_t ch = index % C, pixel = index / C;
+  const int64_t w = pixel % s.width, h = (pixel / s.width) % s.height;
+  const int64_t n = pixel / (s.width * s.height);
+  // Padded coordinates; the pixel is row r of tile ty when 2*ty + r == R.
+  const int64_t R = h + s.pad_top, S = w + s.pad_left;
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t ty = R / 2 - i;
+    const int r = static_cast<int>(R - 2 * ty);
+    if (ty < 0 || ty >= s.tiles_h) continue;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t tx = S / 2 - j;
+      const int c = static_cast<int>(S - 2 * tx);
+      if (tx < 0 || tx >= s.tiles_w) continue;
+      const int64_t base = ((n * s.tiles_h + ty) * s.tiles_w + tx) * C + ch;
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const float ca = kBT[a][r];
+        if (ca == 0.0f) continue;
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const float cb = kBT[b][c];
+          if (cb == 0.0f) continue;
+          const int64_t at = (4 * a + b) * plane + base;
+          float g = __ldg(dv + at);
+          if (relu && !(__ldg(v + at) > 0.0f)) g = 0.0f;
+          sum += ca * cb * g;
+        }
+      }
+    }
+  }
+  dx[index] = sum;
+}
+
+__global__ void output_transform_kernel(const float* __restrict__ m, OutputTransformShape s,
+                                        float* __restrict__ y) {
+  const int64_t K = s.channels, P = s.num_tiles(), plane = P * K;
+  const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (index >= P * K) return;
+  const int64_t p = index / K, k = index % K;
+  const int64_t per_image = s.tiles_h * s.tiles_w;
+  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  float q[4][4];
+#pragma unroll
+  for (int t = 0; t < 16; ++t) q[t / 4][t % 4] = __ldg(m + t * plane + p * K + k);
+  float r0[4], r1[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {  // rows: A^T m
+    r0[c] = q[0][c] + q[1][c] + q[2][c];
+    r1[c] = q[1][c] - q[2][c] - q[3][c];
+  }
+  const float out[2][2] = {{r0[0] + r0[1] + r0[2], r0[1] - r0[2] - r0[3]},
+                           {r1[0] + r1[1] + r1[2], r1[1] - r1[2] - r1[3]}};
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t row = 2 * ty + i;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t col = 2 * tx + j;
+      if (row < s.out_h && col < s.out_w)
+        y[((n * s.out_h + row) * s.out_w + col) * K + k] = out[i][j];
+    }
+  }
+}
+
+__global__ void output_transform_backward_kernel(const float* __restrict__ dy,
+                                                 OutputTransformShape s,
+                                                 float* __restrict__ dm) {
+  const int64_t K = s.channels, P = s.num_tiles(), plane = P * K;
+  const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (index >= P * K) return;
+  const int64_t p = index / K, k = index % K;
+  const int64_t per_image = s.tiles_h * s.tiles_w;
+  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  float g[2][2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t row = 2 * ty + i;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t col = 2 * tx + j;
+      g[i][j] = (row < s.out_h && col < s.out_w)
+                    ? __ldg(dy + ((n * s.out_h + row) * s.out_w + col) * K + k)
+                    : 0.0f;
+    }
+  }
+  float r[4][2];
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {  // rows: A dy
+    r[0][j] = g[0][j];
+    r[1][j] = g[0][j] + g[1][j];
+    r[2][j] = g[0][j] - g[1][j];
+    r[3][j] = -g[1][j];
+  }
+  float* out = dm + p * K + k;
+#pragma unroll
+  for (int a = 0; a < 4; ++a) {  // columns: (A dy) A^T
+    out[(4 * a + 0) * plane] = r[a][0];
+    out[(4 * a + 1) * plane] = r[a][0] + r[a][1];
+    out[(4 * a + 2) * plane] = r[a][0] - r[a][1];
+    out[(4 * a + 3) * plane] = -r[a][1];
+  }
+}
+
+int launched() { return static_cast<int>(cudaGetLastError()); }
+
+}  // namespace
+
+int input_transform_cuda(const float* x, const InputTransformShape& s, bool relu, float* v,
+                         CudaStream stream) {
+  const int64_t items = s.num_tiles() * s.channels;
+  if (items == 0) return 0;
+  input_transform_kernel<<<blocks_for(items), kThreads, 0, stream>>>(x, s, relu, v);
+  return launched();
+}
+
+int input_transform_backward_cuda(const float* dv, const float* v, const InputTransformShape& s,
+                                  bool relu, float* dx, CudaStream stream) {
+  const int64_t items = s.batch * s.height * s.width * s.channels;
+  if (items == 0) return 0;
+  input_transform_backward_kernel<<<blocks_for(items), kThreads, 0, stream>>>(dv, v, s, relu,
+                                                                              dx);
+  return launched();
+}
+
+int output_transform_cuda(const float* m, const OutputTransformShape& s, float* y,
+                          CudaStream stream) {
+  const int64_t items = s.num_tiles() * s.channels;
+  if (items == 0) return 0;
+  output_transform_kernel<<<blocks_for(items), kThreads, 0, stream>>>(m, s, y);
+  return launched();
+}
+
+int output_transform_backward_cuda(const float* dy, const OutputTransformShape& s, float* dm,
+                                   CudaStream stream) {
+  const int64_t items = s.num_tiles() * s.channels;
+  if (items == 0) return 0;
+  output_transform_backward_kernel<<<blocks_for(items), kThreads, 0, stream>>>(dy, s, dm);
+  return launched();
+}
+
+const char* cuda_error_string(int error) {
+  return cudaGetErrorString(static_cast<cudaError_t>(error));
+}
+
+}  // namespace swcnn

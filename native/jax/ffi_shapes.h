@@ -1,0 +1,56 @@
+// Shape checks shared by the JAX (XLA FFI) handlers of every platform:
+// buffers' dimensions and attributes become a validated shape struct, or an
+// ffi::Error naming the problem.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "swcnn/transforms.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace swcnn::jax_ffi {
+
+namespace ffi = xla::ffi;
+
+inline ffi::Error invalid(const std::string& what) {
+  return ffi::Error::InvalidArgument("keras_swcnn: " + what);
+}
+
+// An NHWC image buffer and its [16, N*TH*TW, C] tile buffer.
+inline ffi::Error input_shape(ffi::Span<const int64_t> image, ffi::Span<const int64_t> tiles,
+                              int64_t pad_top, int64_t pad_left, int64_t tiles_h,
+                              int64_t tiles_w, InputTransformShape* s) {
+  if (image.size() != 4) return invalid("input must be 4D NHWC");
+  if (tiles.size() != 3) return invalid("tiles must be 3D [16, N*TH*TW, C]");
+  *s = {image[0], image[1], image[2], image[3], pad_top, pad_left, tiles_h, tiles_w};
+  std::string error = validate(*s);
+  if (!error.empty()) return invalid(error);
+  if (tiles[0] != 16 || tiles[1] != s->num_tiles() || tiles[2] != s->channels)
+    return invalid("tiles must have shape [16, N*TH*TW, C] for the given input");
+  return ffi::Error::Success();
+}
+
+// A [16, N*TH*TW, K] product buffer and its NHWC output buffer.
+inline ffi::Error output_shape(ffi::Span<const int64_t> products,
+                               ffi::Span<const int64_t> image, int64_t tiles_h,
+                               int64_t tiles_w, OutputTransformShape* s) {
+  if (products.size() != 3) return invalid("products must be 3D [16, N*TH*TW, K]");
+  if (image.size() != 4) return invalid("output must be 4D NHWC");
+  *s = {image[0], tiles_h, tiles_w, image[3], image[1], image[2]};
+  std::string error = validate(*s);
+  if (!error.empty()) return invalid(error);
+  if (products[0] != 16 || products[1] != s->num_tiles() || products[2] != s->channels)
+    return invalid("products must have shape [16, N*TH*TW, K] for the given output");
+  return ffi::Error::Success();
+}
+
+// The forward tiles (for the relu mask) must match their gradient's shape.
+inline ffi::Error same_tiles(ffi::Span<const int64_t> forward, ffi::Span<const int64_t> gradient) {
+  if (forward.size() != 3 || gradient.size() != 3 || forward[0] != gradient[0] ||
+      forward[1] != gradient[1] || forward[2] != gradient[2])
+    return invalid("the forward tiles must have the shape of their gradient");
+  return ffi::Error::Success();
+}
+
+}  // namespace swcnn::jax_ffi

@@ -1,0 +1,33 @@
+// keras_swcnn._native_cuda: the CUDA kernels' XLA FFI handlers as capsules.
+//
+// A separate extension so that CPU-only installs and CPU sessions never load
+// CUDA code; Python imports it only when a GPU backend is active.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <string>
+#include <vector>
+
+#include "cuda_handlers.h"
+
+namespace nb = nanobind;
+
+NB_MODULE(_native_cuda, module) {
+  module.doc() = "keras-swcnn CUDA kernels (Winograd F(2x2,3x3) transforms) for XLA.";
+  module.def("kernels", []() {
+    return std::vector<std::string>{"input_transform_cuda", "input_transform_backward_cuda",
+                                    "output_transform_cuda", "output_transform_backward_cuda"};
+  });
+  module.def("jax_cuda_targets", []() {
+    auto capsule = [](XLA_FFI_Error* (*fn)(XLA_FFI_CallFrame*)) {
+      return nb::capsule(reinterpret_cast<void*>(fn));
+    };
+    nb::dict targets;
+    targets["swcnn_input_transform"] = capsule(SwcnnInputTransformCuda);
+    targets["swcnn_input_transform_backward"] = capsule(SwcnnInputTransformBackwardCuda);
+    targets["swcnn_output_transform"] = capsule(SwcnnOutputTransformCuda);
+    targets["swcnn_output_transform_backward"] = capsule(SwcnnOutputTransformBackwardCuda);
+    return targets;
+  }, "XLA FFI handlers for JAX's CUDA platform, as {target name: PyCapsule}.");
+}
