@@ -80,9 +80,11 @@ def bench_shape(batch, h, w, c, k, repeats):
     for name, fn in paths().items():
         weights = g if name.startswith("cudnn") else u
         fwd = jax.jit(fn)
-        bwd = jax.jit(jax.grad(lambda x, w, fn=fn: jnp.sum(fn(x, w) * dy), argnums=(0, 1)))
+        # dy is an argument, not a closure: a captured array becomes an XLA
+        # constant, and constant folding it costs seconds of compile time.
+        bwd = jax.jit(jax.grad(lambda x, w, dy, fn=fn: jnp.sum(fn(x, w) * dy), argnums=(0, 1)))
         row[f"{name} fwd ms"] = 1e3 * median_seconds(fwd, x, weights, repeats=repeats)
-        row[f"{name} fwd+bwd ms"] = 1e3 * median_seconds(bwd, x, weights, repeats=repeats)
+        row[f"{name} fwd+bwd ms"] = 1e3 * median_seconds(bwd, x, weights, dy, repeats=repeats)
     # The native transforms alone, against the bytes they must move.
     geo = winograd.tile_geometry(h, w, "same")
     tiles = batch * geo.tiles_h * geo.tiles_w
