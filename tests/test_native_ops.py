@@ -104,8 +104,8 @@ def training_run(implementation, jit_compile, seed, data):
     x = WinogradReLUConv2D(5, padding="valid", use_bias=True, implementation=implementation)(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
-    model.compile(keras.optimizers.SGD(0.05), "mse", jit_compile=jit_compile)
-    history = model.fit(*data, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    model.compile(keras.optimizers.SGD(0.01), "mse", jit_compile=jit_compile)
+    history = model.fit(*data, batch_size=8, epochs=4, shuffle=False, verbose=0)
     return history.history["loss"], [ops.convert_to_numpy(w) for w in model.weights]
 
 
@@ -157,3 +157,77 @@ class TestJax:
         with pytest.raises(Exception):
             np.asarray(jax_native._call("swcnn_output_transform", (1, 6, 6, 2),
                                         np.ones((16, 9, 2), np.int32), tiles_h=3, tiles_w=3))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow native path")
+class TestTensorFlow:
+    def test_unknown_batch_runs_image_by_image(self, rng):
+        import tensorflow as tf
+
+        u = random_normal(rng, (4, 4, 3, 5))
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 7, 6, 3))])
+        def fn(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = wops.winograd_conv2d(x, u, implementation="native")
+                loss = tf.reduce_sum(y * y)
+            return y, tape.gradient(loss, x)
+
+        for n in (1, 3):
+            x = random_normal(rng, (n, 7, 6, 3))
+            y, dx = fn(x)
+            expected = conv(x, u)
+            assert rel_error(y.numpy(), expected) < 1e-5
+            dx_ref, _ = conv_grads(x, u, 2 * expected)
+            assert rel_error(dx.numpy(), dx_ref) < 1e-5
+
+    def test_unknown_spatial_dims(self, rng):
+        import tensorflow as tf
+
+        u = random_normal(rng, (4, 4, 3, 5))
+        spec = [tf.TensorSpec((2, None, None, 3))]
+        auto = tf.function(lambda x: wops.winograd_conv2d(x, u), input_signature=spec)
+        x = random_normal(rng, (2, 5, 4, 3))
+        assert rel_error(auto(x).numpy(), conv(x, u)) < 1e-5  # falls back to the reference
+        native_fn = tf.function(lambda x: wops.winograd_conv2d(x, u, implementation="native"),
+                                input_signature=spec)
+        with pytest.raises(ValueError, match="needs the height, width and channels known"):
+            native_fn(x)
+
+    def test_inside_an_xla_function(self, rng):
+        import tensorflow as tf
+
+        u = random_normal(rng, (4, 4, 2, 3))
+        fn = tf.function(lambda x: wops.winograd_conv2d(x, u, "valid", None, "native"),
+                         jit_compile=True)
+        x = random_normal(rng, (2, 6, 5, 2))
+        assert rel_error(fn(x).numpy(), conv(x, u, "valid", relu=False)) < 1e-5
+
+
+@pytest.mark.parametrize("backend,blocked", [("jax", "tensorflow"), ("tensorflow", "jax")])
+def test_works_without_the_other_framework(backend, blocked):
+    """The native path of one backend must not need the other framework installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, os\n"
+        f"sys.modules[{blocked!r}] = None  # as if not installed\n"
+        f"os.environ['KERAS_BACKEND'] = {backend!r}\n"
+        "import numpy as np, keras_swcnn\n"
+        "from keras_swcnn import ops\n"
+        "x = np.random.rand(2, 5, 5, 3).astype('float32')\n"
+        "u = np.random.rand(4, 4, 3, 2).astype('float32')\n"
+        "y = ops.winograd_conv2d(x, u, implementation='native')\n"
+        "r = ops.winograd_conv2d(x, u, implementation='reference')\n"
+        "assert np.allclose(np.asarray(y), np.asarray(r), rtol=1e-4, atol=1e-5)\n"
+        "print(keras_swcnn.build_info()['implementation'])\n"
+    )
+    try:
+        __import__(backend)
+    except ImportError:
+        pytest.skip(f"{backend} is not installed")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("native")

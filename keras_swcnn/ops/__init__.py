@@ -3,10 +3,13 @@
 Each function takes ``implementation="auto" | "native" | "reference"``:
 
 - ``"reference"``: ``keras.ops``, every backend (``keras_swcnn.ops.reference``);
-- ``"native"``: the compiled kernels as XLA custom calls (JAX on CPU today,
-  ``keras_swcnn.ops.jax_native``); raises ``RuntimeError`` saying why when
-  they cannot run on this backend/platform;
-- ``"auto"``: native where available, else reference.
+- ``"native"``: the compiled kernels as XLA custom calls: JAX on CPU and
+  NVIDIA GPUs (``keras_swcnn.ops.jax_native``), TensorFlow on CPU
+  (``keras_swcnn.ops.tensorflow_native``); raises ``RuntimeError`` saying why
+  when they cannot run on this backend/platform;
+- ``"auto"``: native where available, else reference. On TensorFlow, a
+  tensor whose height, width or channels are unknown while tracing also
+  takes the reference path (XLA custom calls need static shapes).
 
 Example:
     >>> import numpy as np
@@ -32,6 +35,10 @@ def _native_module():
         from keras_swcnn.ops import jax_native
 
         return jax_native, jax_native.unavailable_reason()
+    if backend == "tensorflow":
+        from keras_swcnn.ops import tensorflow_native
+
+        return tensorflow_native, tensorflow_native.unavailable_reason()
     return None, f"no native implementation for the {backend!r} backend"
 
 
@@ -107,6 +114,9 @@ def winograd_conv2d(
             f"{winograd_activation!r}."
         )
     impl = resolve_implementation(implementation)
+    can_run = getattr(impl, "can_run", None)
+    if can_run is not None and implementation == "auto" and not can_run(x):
+        impl = reference
     return impl.winograd_conv2d(x, kernel, _check_padding(padding), winograd_activation)
 
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_custom_calls.h"
 #include "cpu_handlers.h"
 #include "swcnn/transforms.h"
 
@@ -171,6 +172,15 @@ NB_MODULE(_native, module) {
     return std::vector<std::string>{"input_transform_cpu", "input_transform_backward_cpu",
                                     "output_transform_cpu", "output_transform_backward_cpu"};
   });
+  module.def("register_tensorflow_cpu_targets", [](const std::string& library) {
+    std::string error = swcnn::tensorflow::register_cpu_targets(library);
+    if (!error.empty()) throw std::runtime_error(error);
+    std::vector<std::string> names;
+    for (const auto& target : swcnn::tensorflow::cpu_targets()) names.push_back(target.name);
+    return names;
+  }, nb::arg("library"),
+     "Register the TensorFlow custom-call targets (platform Host) in the XLA of the "
+     "already-loaded TensorFlow library; returns their names.");
   module.def("jax_cpu_targets", []() {
     nb::dict targets;
     targets["swcnn_input_transform"] = handler_capsule(SwcnnInputTransformCpu);

@@ -1,0 +1,233 @@
+"""Native Winograd primitives for the TensorFlow backend: XLA custom calls on the CPU.
+
+The kernels' legacy custom-call entry points (``native/tensorflow``) are
+registered into the XLA inside the loaded TensorFlow (its
+``xla::CustomCallTargetRegistry``, found at run time) and emitted with
+``XlaCustomCallV2``. That op exists only under XLA, so every call runs inside
+a ``tf.function(jit_compile=True)``, which works in eager code, in graphs
+(``model.fit`` with TensorFlow's default ``jit_compile=False``) and inside
+other XLA functions (``jit_compile=True``). Gradients come from
+``tf.custom_gradient``; the backward pass recomputes the transformed tiles
+from the input instead of keeping them (4x the input's size).
+
+XLA needs static shapes: the height, width and channels must be known when
+the function is traced. The batch size may be unknown (``model.fit`` traces
+with an unknown batch): the layer then runs image by image (``tf.map_fn``)
+with the same kernels. TensorFlow offers these kernels no way to report an
+error at run time, so every shape is validated here, while tracing.
+
+Dtype rule: the kernels compute in float32; other floating inputs are cast
+to float32 and the result is cast back to the input's dtype.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_swcnn.ops import tensorflow_native
+    >>> x = np.random.rand(1, 6, 6, 2).astype("float32")
+    >>> u = np.random.rand(4, 4, 2, 3).astype("float32")
+    >>> tuple(tensorflow_native.winograd_conv2d(x, u).shape)
+    (1, 6, 6, 3)
+"""
+
+import os
+
+import tensorflow as tf
+from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+
+from keras_swcnn import native, winograd
+
+_state = {"registered": False, "error": None}
+
+
+def _register():
+    if not _state["registered"] and _state["error"] is None:
+        library = os.path.join(os.path.dirname(tf.__file__), "libtensorflow_cc.so.2")
+        try:
+            native._require().register_tensorflow_cpu_targets(library)
+            _state["registered"] = True
+        except (RuntimeError, OSError) as error:
+            _state["error"] = str(error)
+    return _state["error"]
+
+
+def unavailable_reason():
+    """``None`` when the native TensorFlow path can run here, else why it cannot."""
+    if not native.available():
+        return f"the native extension did not load ({native.load_error})"
+    if tf.config.list_logical_devices("GPU"):
+        return ("TensorFlow sees a GPU; the TensorFlow custom calls are CPU-only "
+                "(GPU custom calls are not verified with TensorFlow)")
+    error = _register()
+    if error:
+        return f"registering the TensorFlow custom calls failed: {error}"
+    return None
+
+
+def can_run(x):
+    """Whether ``x``'s static shape allows the native path (H, W, C known while tracing)."""
+    shape = tf.TensorShape(getattr(x, "shape", None))
+    return shape.rank == 4 and all(d is not None for d in shape.as_list()[1:])
+
+
+def _custom_call(target, operands, shape, *config):
+    return gen_xla_ops.xla_custom_call_v2(
+        operands=operands, call_target_name=target,
+        backend_config=" ".join(str(int(v)) for v in config), has_side_effect=False,
+        result_dtypes=[tf.float32], result_shapes=[shape],
+    )[0]
+
+
+def _input_config(x_shape, g, relu):
+    n, h, w, c = x_shape
+    return (n, h, w, c, g.pad_top, g.pad_left, g.tiles_h, g.tiles_w, relu)
+
+
+def _input_transform(x, g, relu):
+    n, _, _, c = x.shape
+    return _custom_call("swcnn_tf_input_transform", [x], (16, n * g.tiles_h * g.tiles_w, c),
+                        *_input_config(x.shape, g, relu))
+
+
+def _input_transform_backward(dv, v, x_shape, g, relu):
+    return _custom_call("swcnn_tf_input_transform_backward", [dv, v], tuple(x_shape),
+                        *_input_config(x_shape, g, relu))
+
+
+def _output_config(n, g, k):
+    return (n, g.tiles_h, g.tiles_w, k, g.out_h, g.out_w)
+
+
+def _output_transform(m, n, g):
+    k = m.shape[-1]
+    return _custom_call("swcnn_tf_output_transform", [m], (n, g.out_h, g.out_w, k),
+                        *_output_config(n, g, k))
+
+
+def _output_transform_backward(dy, g):
+    n, k = dy.shape[0], dy.shape[-1]
+    return _custom_call("swcnn_tf_output_transform_backward", [dy],
+                        (16, n * g.tiles_h * g.tiles_w, k), *_output_config(n, g, k))
+
+
+def _positions(kernel):
+    return tf.reshape(kernel, (16, kernel.shape[2], kernel.shape[3]))
+
+
+def _forward_static(x, kernel, padding, relu):
+    """Forward for a batch of static size."""
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    v = _input_transform(x, g, relu)
+    return _output_transform(tf.matmul(v, _positions(kernel)), x.shape[0], g)
+
+
+def _backward_static(x, kernel, dy, padding, relu):
+    """(dx, dkernel) for a batch of static size; the tiles are recomputed."""
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    v = _input_transform(x, g, relu)
+    dm = _output_transform_backward(dy, g)
+    du = tf.reshape(tf.matmul(v, dm, transpose_a=True), kernel.shape)
+    dv = tf.matmul(dm, _positions(kernel), transpose_b=True)
+    return _input_transform_backward(dv, v, x.shape, g, relu), du
+
+
+@tf.function(jit_compile=True, reduce_retracing=False)
+def _forward(x, kernel, padding, relu):
+    if x.shape[0] is not None:
+        return _forward_static(x, kernel, padding, relu)
+    return tf.map_fn(lambda xi: _forward_static(xi[None], kernel, padding, relu)[0], x)
+
+
+@tf.function(jit_compile=True, reduce_retracing=False)
+def _backward(x, kernel, dy, padding, relu):
+    if x.shape[0] is not None:
+        return _backward_static(x, kernel, dy, padding, relu)
+    dx, du = tf.map_fn(
+        lambda args: tuple(
+            t[0] if i == 0 else t
+            for i, t in enumerate(_backward_static(args[0][None], kernel, args[1][None],
+                                                   padding, relu))
+        ),
+        (x, dy), fn_output_signature=(tf.float32, tf.float32),
+    )
+    return dx, tf.reduce_sum(du, axis=0)
+
+
+def _validate(x, kernel, padding):
+    if x.shape.rank != 4:
+        raise ValueError(f"Expected a 4D NHWC input, got shape {x.shape}.")
+    if not can_run(x):
+        raise ValueError(
+            "The native TensorFlow path needs the height, width and channels known while "
+            f"tracing; got shape {x.shape}. Use implementation='reference' (or 'auto')."
+        )
+    winograd.tile_geometry(x.shape[1], x.shape[2], padding)  # raises for too-small 'valid'
+    if tuple(kernel.shape[:3]) != (4, 4, x.shape[-1]) or kernel.shape.rank != 4:
+        raise ValueError(
+            f"Kernel shape {tuple(kernel.shape)} does not fit input channels {x.shape[-1]}: "
+            "expected (4, 4, in_channels, out_channels)."
+        )
+
+
+def _as_float32(x):
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype.name}.")
+    return tf.cast(x, tf.float32), x.dtype
+
+
+def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
+    """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``)."""
+    error = unavailable_reason()
+    if error:
+        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    x, dtype = _as_float32(x)
+    kernel, _ = _as_float32(kernel)
+    _validate(x, kernel, padding)
+    relu = winograd_activation == "relu"
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            return _backward(x, kernel, tf.cast(dy, tf.float32), padding, relu)
+
+        # stop_gradient: the tape must not try to differentiate the custom call
+        # itself (eager custom_gradient still records the forward's ops).
+        return _forward(tf.stop_gradient(x), tf.stop_gradient(kernel), padding, relu), grad
+
+    return tf.cast(conv(x, kernel), dtype)
+
+
+@tf.function(jit_compile=True, reduce_retracing=False)
+def _input_transform_jit(x, padding, relu):
+    return _input_transform(x, winograd.tile_geometry(x.shape[1], x.shape[2], padding), relu)
+
+
+@tf.function(jit_compile=True, reduce_retracing=False)
+def _output_transform_jit(m, n, geometry):
+    return _output_transform(m, n, geometry)
+
+
+def input_transform(x, padding="same", relu=True):
+    """Native ``(relu of) B^T d B`` as ``[16, N*TH*TW, C]`` (forward only; static shapes)."""
+    x, dtype = _as_float32(x)
+    if x.shape.rank != 4 or not x.shape.is_fully_defined():
+        raise ValueError(f"Expected a 4D NHWC input of known shape, got {x.shape}.")
+    winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    return tf.cast(_input_transform_jit(x, padding, relu), dtype)
+
+
+def batched_product(v, kernel):
+    """``M[t] = V[t] @ U[t]``."""
+    return tf.matmul(v, _positions(tf.convert_to_tensor(kernel)))
+
+
+def output_transform(m, geometry):
+    """Native ``A^T M A`` assembled into NHWC and cropped (forward only; static shapes)."""
+    m, dtype = _as_float32(m)
+    if m.shape.rank != 3 or m.shape[0] != 16 or not m.shape.is_fully_defined():
+        raise ValueError(f"Expected products of known shape [16, N*TH*TW, K], got {m.shape}.")
+    tiles = geometry.tiles_h * geometry.tiles_w
+    if m.shape[1] % tiles:
+        raise ValueError(
+            f"{m.shape[1]} tiles is not a whole number of {geometry.tiles_h}x{geometry.tiles_w} images."
+        )
+    return tf.cast(_output_transform_jit(m, m.shape[1] // tiles, geometry), dtype)

@@ -1,0 +1,132 @@
+// TensorFlow front door: the CPU kernels behind XLA's legacy custom-call
+// signature, registered into TensorFlow's own XLA at run time.
+//
+// TensorFlow is not a build dependency: the registry's two functions are
+// looked up with dlsym in the libtensorflow_cc already loaded by Python.
+// TensorFlow exports no way for such a kernel to report failure
+// (XlaCustomCallStatusSetFailure is not exported), so the Python side
+// validates every shape while tracing; the kernels re-validate the opaque
+// string and leave the output untouched rather than crash if it is bad.
+#include "cpu_custom_calls.h"
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "swcnn/transforms.h"
+
+namespace swcnn::tensorflow {
+namespace {
+
+// Parses exactly `count` space-separated integers from the opaque string.
+bool parse(const char* opaque, size_t length, int count, int64_t* values) {
+  std::string text(opaque, length);
+  const char* cursor = text.c_str();
+  for (int i = 0; i < count; ++i) {
+    char* end = nullptr;
+    values[i] = std::strtoll(cursor, &end, 10);
+    if (end == cursor) return false;
+    cursor = end;
+  }
+  while (*cursor == ' ') ++cursor;
+  return *cursor == '\0';
+}
+
+// Opaque "N H W C pad_top pad_left tiles_h tiles_w relu".
+bool input_shape(const char* opaque, size_t length, InputTransformShape* s, bool* relu) {
+  int64_t v[9];
+  if (!parse(opaque, length, 9, v)) return false;
+  *s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+  *relu = v[8] != 0;
+  return validate(*s).empty();
+}
+
+// Opaque "N tiles_h tiles_w K out_h out_w".
+bool output_shape(const char* opaque, size_t length, OutputTransformShape* s) {
+  int64_t v[6];
+  if (!parse(opaque, length, 6, v)) return false;
+  *s = {v[0], v[1], v[2], v[3], v[4], v[5]};
+  return validate(*s).empty();
+}
+
+extern "C" void SwcnnTfInputTransform(void* out, const void** in, const char* opaque,
+                                      size_t length, void* /*status*/) {
+  InputTransformShape s;
+  bool relu = false;
+  if (!input_shape(opaque, length, &s, &relu)) return;
+  input_transform_cpu(static_cast<const float*>(in[0]), s, relu, static_cast<float*>(out));
+}
+
+extern "C" void SwcnnTfInputTransformBackward(void* out, const void** in, const char* opaque,
+                                              size_t length, void* /*status*/) {
+  InputTransformShape s;
+  bool relu = false;
+  if (!input_shape(opaque, length, &s, &relu)) return;
+  input_transform_backward_cpu(static_cast<const float*>(in[0]),
+                               static_cast<const float*>(in[1]), s, relu,
+                               static_cast<float*>(out));
+}
+
+extern "C" void SwcnnTfOutputTransform(void* out, const void** in, const char* opaque,
+                                       size_t length, void* /*status*/) {
+  OutputTransformShape s;
+  if (!output_shape(opaque, length, &s)) return;
+  output_transform_cpu(static_cast<const float*>(in[0]), s, static_cast<float*>(out));
+}
+
+extern "C" void SwcnnTfOutputTransformBackward(void* out, const void** in, const char* opaque,
+                                               size_t length, void* /*status*/) {
+  OutputTransformShape s;
+  if (!output_shape(opaque, length, &s)) return;
+  output_transform_backward_cpu(static_cast<const float*>(in[0]), s, static_cast<float*>(out));
+}
+
+// Mangled names (Itanium ABI, libstdc++'s C++11 std::string) of
+//   static CustomCallTargetRegistry* CustomCallTargetRegistry::Global();
+//   void CustomCallTargetRegistry::Register(const std::string& symbol,
+//                                           void* address,
+//                                           const std::string& platform);
+constexpr const char* kGlobal = "_ZN3xla24CustomCallTargetRegistry6GlobalEv";
+constexpr const char* kRegister =
+    "_ZN3xla24CustomCallTargetRegistry8RegisterERKNSt7__cxx1112basic_stringIcSt11char_"
+    "traitsIcESaIcEEEPvS8_";
+
+}  // namespace
+
+std::vector<CustomCallTarget> cpu_targets() {
+  return {
+      {"swcnn_tf_input_transform", reinterpret_cast<void*>(&SwcnnTfInputTransform)},
+      {"swcnn_tf_input_transform_backward",
+       reinterpret_cast<void*>(&SwcnnTfInputTransformBackward)},
+      {"swcnn_tf_output_transform", reinterpret_cast<void*>(&SwcnnTfOutputTransform)},
+      {"swcnn_tf_output_transform_backward",
+       reinterpret_cast<void*>(&SwcnnTfOutputTransformBackward)},
+  };
+}
+
+std::string register_cpu_targets(const std::string& library) {
+  // RTLD_NOLOAD: only use a TensorFlow that Python already loaded.
+  void* handle = dlopen(library.c_str(), RTLD_LAZY | RTLD_NOLOAD);
+  if (handle == nullptr) return "TensorFlow library not loaded: " + library;
+  using GlobalFn = void* (*)();
+  // A non-static member function is called like a function taking `this` first.
+  using RegisterFn = void (*)(void*, const std::string&, void*, const std::string&);
+  auto global = reinterpret_cast<GlobalFn>(dlsym(handle, kGlobal));
+  auto register_target = reinterpret_cast<RegisterFn>(dlsym(handle, kRegister));
+  std::string error;
+  if (global == nullptr || register_target == nullptr) {
+    error = "xla::CustomCallTargetRegistry is not exported by " + library;
+  } else {
+    void* registry = global();
+    const std::string platform = "Host";
+    for (const CustomCallTarget& target : cpu_targets())
+      register_target(registry, target.name, target.function, platform);
+  }
+  dlclose(handle);  // balances dlopen; the library stays loaded
+  return error;
+}
+
+}  // namespace swcnn::tensorflow
