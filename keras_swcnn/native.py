@@ -13,13 +13,35 @@ Example:
     (16, 4, 2)
 """
 
+import os
+
 import numpy as np
 
 from keras_swcnn import winograd
 
-try:
-    from keras_swcnn import _native as _module
+#: Load the CPU extension from this file instead (e.g. a sanitizer build; see
+#: tools/sanitizer_check.sh). Unset in normal use.
+LIBRARY_ENV = "KERAS_SWCNN_NATIVE_LIBRARY"
 
+
+def _load():
+    path = os.environ.get(LIBRARY_ENV)
+    if not path:
+        from keras_swcnn import _native
+
+        return _native
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("keras_swcnn._native", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules["keras_swcnn._native"] = module
+    return module
+
+
+try:
+    _module = _load()
     load_error = None
 except ImportError as error:  # not built, or built for another platform
     _module = None
