@@ -240,6 +240,10 @@ class WinogradReLUConv2D(keras.layers.Layer):
             return (n, h, w, self.filters)
         return (n, self.filters, h, w)
 
+    def get_prunable_weights(self):
+        """The weights pruning acts on: the Winograd-domain kernel (tfmot's ``PrunableLayer`` API)."""
+        return [self.kernel]
+
     # Kernel conversions -------------------------------------------------
 
     def set_spatial_kernel(self, kernel):
