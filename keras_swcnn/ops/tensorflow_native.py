@@ -138,6 +138,9 @@ def _forward(x, kernel, padding, relu):
 
 @tf.function(jit_compile=True, reduce_retracing=False)
 def _backward(x, kernel, dy, padding, relu):
+    # The incoming gradient may have lost static dimensions the output had.
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    dy = tf.ensure_shape(dy, (x.shape[0], g.out_h, g.out_w, kernel.shape[-1]))
     if x.shape[0] is not None:
         return _backward_static(x, kernel, dy, padding, relu)
     dx, du = tf.map_fn(

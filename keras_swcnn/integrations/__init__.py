@@ -1,0 +1,1 @@
+"""Optional integrations, each imported only on demand (``import keras_swcnn.integrations.tfmot``)."""
