@@ -229,14 +229,15 @@ def plot_densities(report, path):
         raise ImportError("plot_densities needs matplotlib: pip install matplotlib") from error
     rows = report.winograd_layers
     positions = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * len(rows) + 2), 4))
     ax.bar(positions - 0.2, [r.weight_density for r in rows], 0.4, label="weights (Winograd domain)")
     ax.bar(positions + 0.2, [r.activation_density for r in rows], 0.4,
            label="activations relu(B^T d B)")
     ax.set_xticks(positions, [r.name for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("density (non-zero fraction)")
-    ax.set_title(f"Winograd-ReLU densities: {report.winograd_reduction:.1f}x fewer multiplications")
+    ax.set_title(f"Winograd-ReLU densities ({report.winograd_reduction:.1f}x fewer multiplications)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,0 +1,158 @@
+"""The ``swcnn`` command: demo, train, evaluate, convert-tensorpack, info.
+
+    swcnn demo            # train + prune a small ResNet-18 on Fashion-MNIST, report (≈10 min, 2 cores)
+    swcnn demo --quick    # the same on a few hundred images (seconds)
+    swcnn info            # versions, backend, native kernels
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _print_json(data):
+    print(json.dumps(data, indent=1, default=str))
+
+
+def cmd_info(args):
+    import keras
+
+    import keras_swcnn
+    from keras_swcnn.applications import weights
+
+    info = keras_swcnn.build_info()
+    info["python"] = sys.version.split()[0]
+    info["registered_weights"] = sorted(weights.REGISTRY)
+    if args.json:
+        _print_json(info)
+    else:
+        for key, value in info.items():
+            print(f"{key:>26}: {value}")
+    return 0 if keras.backend.backend() else 1
+
+
+def _report(result, plot):
+    from keras_swcnn import analysis
+
+    print(analysis.format_report(result.report))
+    if plot:
+        analysis.plot_densities(result.report, plot)
+        print(f"density plot written to {plot}")
+    print(f"dense test accuracy:  {result.dense_accuracy:.4f}")
+    print(f"final test accuracy:  {result.accuracy:.4f}")
+    print(f"Winograd layers: {result.report.winograd_reduction:.1f}x fewer multiplications than "
+          f"dense spatial convolution; whole model {result.report.reduction:.1f}x")
+    print(f"time: {result.seconds:.0f} s")
+
+
+def _densities(text):
+    return tuple(float(d) for d in text.split(",")) if text else ()
+
+
+def cmd_train(args, demo=False):
+    from keras_swcnn.applications.training import train_fashion_mnist
+
+    quick = getattr(args, "quick", False)
+    result = train_fashion_mnist(
+        width=args.width, epochs=1 if quick else args.epochs,
+        prune_densities=_densities(args.prune_densities), prune_epochs=1 if quick else args.prune_epochs,
+        train_samples=512 if quick else args.train_samples,
+        test_samples=256 if quick else args.test_samples,
+        batch_size=args.batch_size, seed=args.seed,
+        verbose=1 if sys.stdout.isatty() else 2)
+    _report(result, args.plot)
+    if getattr(args, "output", None):
+        result.model.save_weights(args.output)
+        print(f"weights written to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    from keras_swcnn.applications import ResNet18
+    from keras_swcnn.applications.training import load_fashion_mnist
+
+    model = ResNet18(weights=args.weights, variant="small", input_shape=(28, 28, 1), classes=10,
+                     width=args.width, classifier_activation=None)
+    _, (x_test, y_test) = load_fashion_mnist(test_samples=args.test_samples)
+    logits = model.predict(x_test, batch_size=500, verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, -1) == y_test))
+    print(f"test accuracy: {accuracy:.4f} on {len(y_test)} Fashion-MNIST test images")
+    return 0
+
+
+def cmd_convert(args):
+    from keras_swcnn.applications.convert import convert_tensorpack_checkpoint
+
+    path = convert_tensorpack_checkpoint(args.checkpoint, args.output, classes=args.classes)
+    print(f"converted {args.checkpoint} -> {path}")
+    return 0
+
+
+def _training_arguments(parser, epochs, prune_epochs):
+    parser.add_argument("--width", type=int, default=16, help="first-stage width (paper: 64)")
+    parser.add_argument("--epochs", type=int, default=epochs, help="dense training epochs")
+    parser.add_argument("--prune-densities", default="0.5,0.3,0.2,0.1",
+                        help="comma-separated Winograd weight densities; empty: no pruning")
+    parser.add_argument("--prune-epochs", type=int, default=prune_epochs)
+    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--test-samples", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", default="swcnn_densities.png", help="PNG of the densities ('' for none)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="swcnn", description="Sparse-Winograd CNNs for Keras 3 (keras-swcnn).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="versions, Keras backend and native kernels")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    demo = commands.add_parser(
+        "demo", help="train and prune a small Winograd-ReLU ResNet-18 on Fashion-MNIST; report")
+    _training_arguments(demo, epochs=1, prune_epochs=1)
+    demo.add_argument("--quick", action="store_true", help="a few hundred images only (a smoke test)")
+    demo.set_defaults(func=lambda a: cmd_train(a, demo=True))
+
+    train = commands.add_parser("train", help="train (and prune) ResNet-18 on Fashion-MNIST")
+    _training_arguments(train, epochs=3, prune_epochs=2)
+    train.add_argument("--output", help="write the final weights here (.weights.h5)")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="test accuracy of ResNet-18 weights on Fashion-MNIST")
+    evaluate.add_argument("--weights", default="fashion_mnist_small",
+                          help="a registered weights name or a .weights.h5 path")
+    evaluate.add_argument("--width", type=int, default=16)
+    evaluate.add_argument("--test-samples", type=int, default=None)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    convert = commands.add_parser(
+        "convert-tensorpack", help="convert the paper's TF1/tensorpack checkpoint to ResNet18 weights")
+    convert.add_argument("checkpoint", help="checkpoint prefix (or .index / .data file)")
+    convert.add_argument("output", help="output .weights.h5 for ResNet18(variant='imagenet')")
+    convert.add_argument("--classes", type=int, default=1000)
+    convert.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "plot", None) == "":
+        args.plot = None
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:
+        print(f"swcnn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

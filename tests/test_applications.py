@@ -1,0 +1,189 @@
+"""ResNet18: architecture, variants, weights API, checkpoint converter."""
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+from conftest import random_normal
+from keras_swcnn.applications import ResNet18, decode_predictions, preprocess_input
+from keras_swcnn.applications import weights as registry
+from keras_swcnn.layers import WinogradReLUConv2D
+from numpy_reference import conv, rel_error
+
+
+def winograd_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, WinogradReLUConv2D)]
+
+
+def test_imagenet_variant_matches_the_paper():
+    model = ResNet18()
+    layers = winograd_layers(model)
+    assert len(layers) == 16
+    assert sum(int(np.prod(layer.kernel.shape)) for layer in layers) == 19_529_728
+    assert model.output_shape == (None, 1000)
+    assert model.get_layer("conv1").strides == (2, 2) and model.get_layer("conv1").kernel_size == (7, 7)
+    # Stage 5 runs at 14x14: pooling after stages 2 and 3 only.
+    assert model.get_layer("res5b_branch2b").output.shape[1:3] == (14, 14)
+    assert model.get_layer("res2a_branch2a").output.shape[1:3] == (56, 56)
+    bn = model.get_layer("res3a_bn2a")
+    assert bn.momentum == 0.9 and bn.epsilon == 1e-5
+    assert model.get_layer("dropout").rate == 0.15
+    assert isinstance(model.get_layer("res2a_bn1_pre"), keras.layers.BatchNormalization)
+    with pytest.raises(ValueError):
+        model.get_layer("res3a_bn1_pre")  # only block 2a's shortcut starts with BN
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (7, 7, 2)])
+def test_small_variant_shapes(rng, shape):
+    model = ResNet18(variant="small", input_shape=shape, classes=7, width=4)
+    assert model.predict(random_normal(rng, (2,) + shape), verbose=0).shape == (2, 7)
+    headless = ResNet18(variant="small", input_shape=shape, include_top=False, pooling="avg", width=4)
+    assert headless.output_shape == (None, 32)
+
+
+@pytest.mark.parametrize("conv,activation", [("winograd", "relu"), ("winograd", None), ("spatial", "relu")])
+def test_three_variants_train(rng, conv, activation):
+    keras.utils.set_random_seed(int(rng.integers(2**31)))
+    model = ResNet18(variant="small", input_shape=(12, 12, 1), classes=3, width=4, conv=conv,
+                     winograd_activation=activation, classifier_activation=None)
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = random_normal(rng, (32, 12, 12, 1))
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32") + (x[:, 0, 0, 0] > 1)
+    losses = model.fit(x, y, batch_size=16, epochs=6, verbose=0).history["loss"]
+    assert losses[-1] < losses[0]
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert ("WinogradReLUConv2D" in kinds) == (conv == "winograd")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="224x224"):
+        ResNet18(input_shape=(128, 128, 3))
+    with pytest.raises(ValueError, match="variant"):
+        ResNet18(variant="tiny")
+    with pytest.raises(ValueError, match="conv"):
+        ResNet18(conv="fft")
+    with pytest.raises(ValueError, match="Unknown weights"):
+        ResNet18(weights="no-such-weights")
+
+
+@pytest.fixture
+def local_weights(tmp_path, monkeypatch):
+    """A registry entry whose file is a local weights file (fetched through keras.utils.get_file)."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    keras.utils.set_random_seed(5)
+    source = ResNet18(variant="small", input_shape=(12, 12, 1), classes=4, width=4)
+    path = str(tmp_path / "w.weights.h5")
+    source.save_weights(path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    entry = registry.WeightsEntry(
+        name="test_local", filename="w.weights.h5", sha256=digest, origin="file://" + path,
+        architecture=dict(variant="small", conv="winograd", winograd_activation="relu", width=4,
+                          classes=4, input_shape=(12, 12, 1)),
+        class_names=("a", "b", "c", "d"))
+    monkeypatch.setitem(registry.REGISTRY, entry.name, entry)
+    return source, entry, path
+
+
+def test_weights_round_trip_through_the_registry(rng, local_weights):
+    source, entry, path = local_weights
+    x = random_normal(rng, (3, 12, 12, 1))
+    model = ResNet18(weights="test_local", variant="small", input_shape=(12, 12, 1), classes=4, width=4)
+    np.testing.assert_allclose(model.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5)
+    headless = ResNet18(weights="test_local", variant="small", input_shape=(12, 12, 1), width=4,
+                        include_top=False, pooling="avg")
+    features = keras.Model(source.inputs, source.get_layer("gap").output)
+    np.testing.assert_allclose(headless.predict(x, verbose=0), features.predict(x, verbose=0), rtol=1e-5)
+    from_path = ResNet18(weights=path, variant="small", input_shape=(12, 12, 1), classes=4, width=4)
+    np.testing.assert_allclose(from_path.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5)
+    decoded = decode_predictions(np.array([[0.1, 0.7, 0.2, 0.0]]), top=2, weights="test_local")
+    assert decoded == [[(1, "b", 0.7), (2, "c", 0.2)]]
+
+
+def test_wrong_hash_truncated_file_and_wrong_architecture(local_weights, tmp_path, monkeypatch):
+    import dataclasses
+
+    source, entry, path = local_weights
+    kwargs = dict(variant="small", input_shape=(12, 12, 1), classes=4, width=4)
+    with pytest.raises(ValueError, match="fit width=4"):
+        ResNet18(weights="test_local", **dict(kwargs, width=8))
+    with pytest.raises(ValueError, match="fit classes=4"):
+        ResNet18(weights="test_local", **dict(kwargs, classes=5))
+    bad = dataclasses.replace(entry, name="bad_hash", sha256="0" * 64)
+    monkeypatch.setitem(registry.REGISTRY, "bad_hash", bad)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "other_home"))
+    with pytest.raises(ValueError, match="(?i)corrupt|hash"):
+        ResNet18(weights="bad_hash", **kwargs)
+    truncated = str(tmp_path / "truncated.weights.h5")
+    with open(path, "rb") as f, open(truncated, "wb") as g:
+        g.write(f.read()[:5000])
+    with pytest.raises(ValueError, match="Could not load weights"):
+        ResNet18(weights=truncated, **kwargs)
+    with pytest.raises(ValueError, match="Could not load weights"):
+        ResNet18(weights=path, **dict(kwargs, width=8))
+
+
+def test_preprocess_and_decode():
+    x = np.full((1, 2, 2, 3), 255.0)
+    np.testing.assert_allclose(preprocess_input(x)[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
+                               np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+    assert preprocess_input(np.full((1, 2, 2, 1), 51.0)).max() == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="shape"):
+        decode_predictions(np.ones((1, 3)), class_names=("a", "b"))
+
+
+def write_tensorpack_checkpoint(prefix, rng, classes=10):
+    """A checkpoint in the original's naming and layout, with random values."""
+    import tensorflow as tf
+
+    from keras_swcnn.applications.convert import checkpoint_names
+
+    model = ResNet18(classes=classes)
+    values = {}
+    for layer in model.layers:
+        for name, weight in zip(checkpoint_names(layer) if layer.weights else [], layer.weights):
+            shape = tuple(weight.shape)
+            if isinstance(layer, WinogradReLUConv2D):
+                shape = (16,) + shape[2:]
+            value = rng.standard_normal(shape).astype("float32") * 0.1
+            if name.endswith("variance/EMA"):
+                value = np.abs(value) + 0.5
+            values[name] = value
+    values["global_step"] = np.int64(1234)  # training state is ignored
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.Variable(v, name=n) for n, v in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            saver.save(session, prefix)
+    return values
+
+
+@pytest.mark.slow
+def test_tensorpack_converter(rng, tmp_path):
+    pytest.importorskip("tensorflow")
+    from keras_swcnn.applications.convert import checkpoint_names, convert_tensorpack_checkpoint
+
+    prefix = str(tmp_path / "model-1234")
+    values = write_tensorpack_checkpoint(prefix, rng)
+    out = convert_tensorpack_checkpoint(prefix, str(tmp_path / "r18.weights.h5"), classes=10)
+    model = ResNet18(weights=out, classes=10)
+    for layer in model.layers:
+        for name, weight in zip(checkpoint_names(layer) if layer.weights else [], layer.weights):
+            expected = values[name]
+            if isinstance(layer, WinogradReLUConv2D):
+                expected = expected.reshape((4, 4) + expected.shape[1:])
+            np.testing.assert_array_equal(ops.convert_to_numpy(weight), expected)
+    # The converted Winograd layer reproduces the original formula on the [16, C, K] array.
+    layer = model.get_layer("res3a_branch2b")
+    x = random_normal(rng, (1, 9, 7, 128))
+    paper = values["Winograd_W3a_3b/W"]  # [16, C, K], t = 4 i + j
+    u = np.stack([paper[4 * i: 4 * i + 4] for i in range(4)])  # explicit t -> (i, j)
+    assert rel_error(ops.convert_to_numpy(layer(x)), conv(x, u)) < 1e-5
+    with pytest.raises(FileNotFoundError, match="No TF checkpoint"):
+        convert_tensorpack_checkpoint(str(tmp_path / "missing"), str(tmp_path / "x.weights.h5"))
