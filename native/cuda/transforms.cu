@@ -18,14 +18,30 @@ constexpr int kThreads = 256;
 
 int64_t blocks_for(int64_t items) { return (items + kThreads - 1) / kThreads; }
 
+// Tile p = (n * TH + ty) * TW + tx and channel of a (tile, channel) thread index.
+struct TileIndex {
+  int64_t p, channel, n, ty, tx;
+};
+
+__device__ TileIndex tile_index(int64_t index, int64_t channels, int64_t tiles_h,
+                                int64_t tiles_w) {
+  TileIndex t;
+  t.p = index / channels;
+  t.channel = index % channels;
+  const int64_t per_image = tiles_h * tiles_w;
+  t.n = t.p / per_image;
+  t.ty = (t.p % per_image) / tiles_w;
+  t.tx = t.p % tiles_w;
+  return t;
+}
+
 __global__ void input_transform_kernel(const float* __restrict__ x, InputTransformShape s,
                                        bool relu, float* __restrict__ v) {
   const int64_t C = s.channels, P = s.num_tiles();
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * C) return;
-  const int64_t p = index / C, ch = index % C;
-  const int64_t per_image = s.tiles_h * s.tiles_w;
-  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  const TileIndex at = tile_index(index, C, s.tiles_h, s.tiles_w);
+  const int64_t p = at.p, ch = at.channel, n = at.n, ty = at.ty, tx = at.tx;
   const float* image = x + n * s.height * s.width * C + ch;
   float d[4][4];
 #pragma unroll
@@ -109,9 +125,8 @@ __global__ void output_transform_kernel(const float* __restrict__ m, OutputTrans
   const int64_t K = s.channels, P = s.num_tiles(), plane = P * K;
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * K) return;
-  const int64_t p = index / K, k = index % K;
-  const int64_t per_image = s.tiles_h * s.tiles_w;
-  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
+  const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
   float q[4][4];
 #pragma unroll
   for (int t = 0; t < 16; ++t) q[t / 4][t % 4] = __ldg(m + t * plane + p * K + k);
@@ -141,9 +156,8 @@ __global__ void output_transform_backward_kernel(const float* __restrict__ dy,
   const int64_t K = s.channels, P = s.num_tiles(), plane = P * K;
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * K) return;
-  const int64_t p = index / K, k = index % K;
-  const int64_t per_image = s.tiles_h * s.tiles_w;
-  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
+  const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
+  const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
   float g[2][2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {

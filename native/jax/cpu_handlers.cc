@@ -58,37 +58,19 @@ ffi::Error OutputTransformBackward(F32Buffer dy, F32Result dm, int64_t tiles_h,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnInputTransformCpu, InputTransform,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w")
-                                  .Attr<bool>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnInputTransformCpu, InputTransform,
+    input_transform_attributes(ffi::Ffi::Bind().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnInputTransformBackwardCpu, InputTransformBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32Buffer>()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w")
-                                  .Attr<bool>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnInputTransformBackwardCpu, InputTransformBackward,
+    input_transform_attributes(
+        ffi::Ffi::Bind().Arg<F32Buffer>().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnOutputTransformCpu, OutputTransform,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnOutputTransformCpu, OutputTransform,
+    output_transform_attributes(ffi::Ffi::Bind().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnOutputTransformBackwardCpu, OutputTransformBackward,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnOutputTransformBackwardCpu, OutputTransformBackward,
+    output_transform_attributes(ffi::Ffi::Bind().Arg<F32Buffer>().Ret<F32Buffer>()));

@@ -69,41 +69,19 @@ ffi::Error OutputTransformBackward(cudaStream_t stream, F32Buffer dy, F32Result 
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnInputTransformCuda, InputTransform,
-                              ffi::Ffi::Bind()
-                                  .Ctx<Stream>()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w")
-                                  .Attr<bool>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnInputTransformCuda, InputTransform,
+    input_transform_attributes(ffi::Ffi::Bind().Ctx<Stream>().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnInputTransformBackwardCuda, InputTransformBackward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<Stream>()
-                                  .Arg<F32Buffer>()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("pad_top")
-                                  .Attr<int64_t>("pad_left")
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w")
-                                  .Attr<bool>("relu"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnInputTransformBackwardCuda, InputTransformBackward,
+    input_transform_attributes(
+        ffi::Ffi::Bind().Ctx<Stream>().Arg<F32Buffer>().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnOutputTransformCuda, OutputTransform,
-                              ffi::Ffi::Bind()
-                                  .Ctx<Stream>()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnOutputTransformCuda, OutputTransform,
+    output_transform_attributes(ffi::Ffi::Bind().Ctx<Stream>().Arg<F32Buffer>().Ret<F32Buffer>()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SwcnnOutputTransformBackwardCuda, OutputTransformBackward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<Stream>()
-                                  .Arg<F32Buffer>()
-                                  .Ret<F32Buffer>()
-                                  .Attr<int64_t>("tiles_h")
-                                  .Attr<int64_t>("tiles_w"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnOutputTransformBackwardCuda, OutputTransformBackward,
+    output_transform_attributes(ffi::Ffi::Bind().Ctx<Stream>().Arg<F32Buffer>().Ret<F32Buffer>()));

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
@@ -51,6 +52,22 @@ inline ffi::Error same_tiles(ffi::Span<const int64_t> forward, ffi::Span<const i
       forward[1] != gradient[1] || forward[2] != gradient[2])
     return invalid("the forward tiles must have the shape of their gradient");
   return ffi::Error::Success();
+}
+
+// The attributes each handler takes, appended to a binding that already has
+// its context, arguments and results: one list for every platform.
+template <typename Binding>
+auto input_transform_attributes(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("pad_top")
+      .template Attr<int64_t>("pad_left")
+      .template Attr<int64_t>("tiles_h")
+      .template Attr<int64_t>("tiles_w")
+      .template Attr<bool>("relu");
+}
+
+template <typename Binding>
+auto output_transform_attributes(Binding binding) {
+  return std::move(binding).template Attr<int64_t>("tiles_h").template Attr<int64_t>("tiles_w");
 }
 
 }  // namespace swcnn::jax_ffi
