@@ -7,7 +7,6 @@
 
 import argparse
 import json
-import os
 import sys
 
 
@@ -50,7 +49,7 @@ def _densities(text):
     return tuple(float(d) for d in text.split(",")) if text else ()
 
 
-def cmd_train(args, demo=False):
+def cmd_train(args):
     from keras_swcnn.applications.training import train_fashion_mnist
 
     quick = getattr(args, "quick", False)
@@ -117,7 +116,7 @@ def build_parser():
         "demo", help="train and prune a small Winograd-ReLU ResNet-18 on Fashion-MNIST; report")
     _training_arguments(demo, epochs=1, prune_epochs=1)
     demo.add_argument("--quick", action="store_true", help="a few hundred images only (a smoke test)")
-    demo.set_defaults(func=lambda a: cmd_train(a, demo=True))
+    demo.set_defaults(func=cmd_train)
 
     train = commands.add_parser("train", help="train (and prune) ResNet-18 on Fashion-MNIST")
     _training_arguments(train, epochs=3, prune_epochs=2)

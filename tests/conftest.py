@@ -17,6 +17,8 @@ SHAPES = [
 ]
 # 'valid' needs H, W >= 3.
 VALID_SHAPES = [s for s in SHAPES if s[1] >= 3 and s[2] >= 3] + [(2, 3, 3, 2, 2)]
+# (shape, padding) pairs covering both paddings.
+CASES = [(s, "same") for s in SHAPES] + [(s, "valid") for s in VALID_SHAPES]
 
 BACKEND = keras.backend.backend()
 

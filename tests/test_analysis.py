@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import keras
-from keras import ops
 
 from conftest import random_normal
 from keras_swcnn import analysis, pruning

@@ -1,7 +1,6 @@
 """ResNet18: architecture, variants, weights API, checkpoint converter."""
 
 import hashlib
-import os
 
 import numpy as np
 import pytest

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import SHAPES, VALID_SHAPES, random_normal
+from conftest import CASES, random_normal
 from keras_swcnn import native, winograd
 from numpy_reference import (
     input_transform_adjoint,
@@ -16,8 +16,6 @@ from numpy_reference import (
 )
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native module not built")
-
-CASES = [(s, "same") for s in SHAPES] + [(s, "valid") for s in VALID_SHAPES]
 
 
 @pytest.mark.parametrize("shape,padding", CASES)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import SHAPES, VALID_SHAPES, gradients, random_normal
+from conftest import CASES, SHAPES, gradients, random_normal
 from keras_swcnn import ops as wops
 from keras_swcnn import winograd
 from numpy_reference import (
@@ -16,8 +16,6 @@ from numpy_reference import (
     rel_error,
     to_position_layout,
 )
-
-CASES = [(s, "same") for s in SHAPES] + [(s, "valid") for s in VALID_SHAPES]
 
 
 @pytest.mark.parametrize("shape,padding", CASES)

@@ -8,7 +8,6 @@ Example:
 import os
 
 import numpy as np
-import keras
 
 from keras_swcnn.applications import weights as weights_registry
 from keras_swcnn.applications.resnet18 import build_resnet18
