@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+from keras_swcnn.applications import ResNet18
 from keras_swcnn.applications.training import train_fashion_mnist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,7 +25,11 @@ OUTPUT = os.path.join(HERE, "..", "keras_swcnn", "applications", "data",
 def main():
     result = train_fashion_mnist(width=16, epochs=2, prune_densities=(0.5, 0.3, 0.2, 0.1),
                                  prune_epochs=1, seed=0)
-    result.model.save_weights(OUTPUT)
+    # Save from a fresh, uncompiled model: the model weights only, no optimizer state.
+    model = ResNet18(variant="small", input_shape=(28, 28, 1), classes=10, width=16,
+                     classifier_activation=None)
+    model.set_weights(result.model.get_weights())
+    model.save_weights(OUTPUT)
     with open(OUTPUT, "rb") as f:
         sha256 = hashlib.sha256(f.read()).hexdigest()
     summary = {

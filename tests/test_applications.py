@@ -186,3 +186,24 @@ def test_tensorpack_converter(rng, tmp_path):
     assert rel_error(ops.convert_to_numpy(layer(x)), conv(x, u)) < 1e-5
     with pytest.raises(FileNotFoundError, match="No TF checkpoint"):
         convert_tensorpack_checkpoint(str(tmp_path / "missing"), str(tmp_path / "x.weights.h5"))
+
+
+@pytest.mark.skipif(
+    "fashion_mnist_small" not in registry.REGISTRY, reason="no shipped Fashion-MNIST weights")
+def test_shipped_fashion_mnist_weights_reach_their_accuracy():
+    from keras_swcnn.datasets import fashion_mnist
+
+    if fashion_mnist.find_files() is None:
+        pytest.skip("Fashion-MNIST not installed")
+    from keras_swcnn.applications.training import load_fashion_mnist
+
+    entry = registry.get_entry("fashion_mnist_small")
+    model = ResNet18(weights="fashion_mnist_small", **{
+        k: v for k, v in entry.architecture.items() if k != "classifier_activation"},
+        classifier_activation=None)
+    _, (x, y) = load_fashion_mnist(test_samples=registry.SUBSET_SIZE)
+    accuracy = float(np.mean(np.argmax(model.predict(x, batch_size=500, verbose=0), -1) == y))
+    assert abs(accuracy - registry.SUBSET_ACCURACY) <= 0.005, accuracy
+    densities = [np.count_nonzero(ops.convert_to_numpy(l.kernel)) / np.prod(l.kernel.shape)
+                 for l in winograd_layers(model)]
+    assert max(densities) <= 0.1005  # k = round(n * 0.1) per layer

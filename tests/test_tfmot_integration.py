@@ -9,10 +9,15 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 
 pytest.importorskip("tensorflow_model_optimization")
 pytest.importorskip("tf_keras")
+# The check runs in its own TensorFlow process whatever the backend under test: run it once,
+# in the TensorFlow pass of the suite.
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                reason="backend-independent; runs in the tensorflow pass")
 
 
 def test_tfmot_end_to_end():

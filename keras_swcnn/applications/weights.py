@@ -62,3 +62,22 @@ def fetch(entry, cache_dir=None):
     return keras.utils.get_file(
         fname=entry.filename, origin=entry.url(), file_hash=entry.sha256, hash_algorithm="sha256",
         cache_subdir="keras_swcnn", cache_dir=cache_dir)
+
+
+#: The first N Fashion-MNIST test images, and the shipped weights' accuracy on them (the test
+#: suite checks it within 0.5 points).
+SUBSET_SIZE = 2000
+SUBSET_ACCURACY = 0.9135
+
+register(WeightsEntry(
+    name="fashion_mnist_small",
+    filename="resnet18_small_w16_fashion_mnist.weights.h5",
+    sha256="f9fd93b634461b341d2d84a0e4a3eb41e0e0a7caa5fb1f0fc198be8f928af59c",
+    origin=None,  # package data
+    architecture=dict(variant="small", conv="winograd", winograd_activation="relu", width=16,
+                      classes=10, input_shape=(28, 28, 1)),
+    class_names=FASHION_MNIST_CLASSES,
+    accuracy=("90.77% on the Fashion-MNIST test set (91.35% on its first 2000 images); Winograd "
+              "weight density 0.10 (pruned in the Winograd domain); recipe: "
+              "applications/fashion_mnist_resnet18.py"),
+))
