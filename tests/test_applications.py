@@ -163,7 +163,6 @@ def write_tensorpack_checkpoint(prefix, rng, classes=10):
     return values
 
 
-@pytest.mark.slow
 def test_tensorpack_converter(rng, tmp_path):
     pytest.importorskip("tensorflow")
     from keras_swcnn.applications.convert import checkpoint_names, convert_tensorpack_checkpoint
