@@ -50,7 +50,17 @@ def _register():
 
 
 def unavailable_reason():
-    """``None`` when the native TensorFlow path can run here, else why it cannot."""
+    """``None`` when the native TensorFlow path can run here, else why it cannot.
+
+    Computed once per process (the answer cannot change once TensorFlow has
+    initialised its devices); every layer call asks.
+    """
+    if "reason" not in _state:
+        _state["reason"] = _find_unavailable_reason()
+    return _state["reason"]
+
+
+def _find_unavailable_reason():
     if not native.available():
         return f"the native extension did not load ({native.load_error})"
     if tf.config.list_logical_devices("GPU"):
