@@ -13,5 +13,6 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 
-"$PYTHON" -m pip install -q --disable-pip-version-check -e ".[tensorflow,jax,torch,dev]"
+"$PYTHON" -m pip install -q --disable-pip-version-check -c tools/constraints.txt \
+  -e ".[tensorflow,jax,torch,tfmot,dev]"
 "$PYTHON" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"
