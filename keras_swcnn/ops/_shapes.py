@@ -21,3 +21,26 @@ def dynamic_geometry(x, padding):
     return winograd.TileGeometry(
         out_h, out_w, (out_h + 1) // 2, (out_w + 1) // 2, pad, pad
     )
+
+
+def check_kernel_fits(x_shape, kernel_shape):
+    """Raise ``ValueError`` unless ``kernel_shape`` is ``(4, 4, C, K)`` for NHWC ``x_shape``."""
+    if len(kernel_shape) != 4 or tuple(kernel_shape[:3]) != (4, 4, x_shape[-1]):
+        raise ValueError(
+            f"Kernel shape {tuple(kernel_shape)} does not fit input channels {x_shape[-1]}: "
+            "expected (4, 4, in_channels, out_channels)."
+        )
+
+
+def images_in(products_shape, geometry):
+    """The batch size of ``[16, N*TH*TW, K]`` products tiled with ``geometry`` (checked)."""
+    if len(products_shape) != 3 or products_shape[0] != 16:
+        raise ValueError(
+            f"Expected products of shape [16, N*TH*TW, K], got {tuple(products_shape)}.")
+    tiles = geometry.tiles_h * geometry.tiles_w
+    if products_shape[1] % tiles:
+        raise ValueError(
+            f"{products_shape[1]} tiles is not a whole number of "
+            f"{geometry.tiles_h}x{geometry.tiles_w} images."
+        )
+    return products_shape[1] // tiles

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from keras_swcnn import native, winograd
+from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
 _registered = False
 
@@ -130,11 +131,7 @@ def _conv(x, kernel, padding, relu):
 
 def _conv_forward(x, kernel, padding, relu):
     geometry = _geometry(x.shape, padding)
-    if kernel.shape[:3] != (4, 4, x.shape[-1]):
-        raise ValueError(
-            f"Kernel shape {tuple(kernel.shape)} does not fit input channels {x.shape[-1]}: "
-            "expected (4, 4, in_channels, out_channels)."
-        )
+    check_kernel_fits(x.shape, kernel.shape)
     v = _input_transform(x, geometry, relu)
     m = _matmul(v, _positions(kernel))
     return _output_transform(m, x.shape[0], geometry), (x, kernel)
@@ -184,11 +181,4 @@ def batched_product(v, kernel):
 def output_transform(m, geometry):
     """Native ``A^T M A`` assembled into NHWC and cropped (forward only)."""
     m, dtype = _as_float32(m)
-    if m.ndim != 3 or m.shape[0] != 16:
-        raise ValueError(f"Expected products of shape [16, N*TH*TW, K], got {tuple(m.shape)}.")
-    tiles = geometry.tiles_h * geometry.tiles_w
-    if m.shape[1] % tiles:
-        raise ValueError(
-            f"{m.shape[1]} tiles is not a whole number of {geometry.tiles_h}x{geometry.tiles_w} images."
-        )
-    return _output_transform(m, m.shape[1] // tiles, geometry).astype(dtype)
+    return _output_transform(m, images_in(m.shape, geometry), geometry).astype(dtype)

@@ -34,6 +34,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
 from keras_swcnn import native, winograd
+from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
 _state = {"registered": False, "error": None}
 
@@ -173,11 +174,7 @@ def _validate(x, kernel, padding):
             f"tracing; got shape {x.shape}. Use implementation='reference' (or 'auto')."
         )
     winograd.tile_geometry(x.shape[1], x.shape[2], padding)  # raises for too-small 'valid'
-    if tuple(kernel.shape[:3]) != (4, 4, x.shape[-1]) or kernel.shape.rank != 4:
-        raise ValueError(
-            f"Kernel shape {tuple(kernel.shape)} does not fit input channels {x.shape[-1]}: "
-            "expected (4, 4, in_channels, out_channels)."
-        )
+    check_kernel_fits(x.shape, kernel.shape)
 
 
 def _as_float32(x):
@@ -236,11 +233,7 @@ def batched_product(v, kernel):
 def output_transform(m, geometry):
     """Native ``A^T M A`` assembled into NHWC and cropped (forward only; static shapes)."""
     m, dtype = _as_float32(m)
-    if m.shape.rank != 3 or m.shape[0] != 16 or not m.shape.is_fully_defined():
+    if not m.shape.is_fully_defined():
         raise ValueError(f"Expected products of known shape [16, N*TH*TW, K], got {m.shape}.")
-    tiles = geometry.tiles_h * geometry.tiles_w
-    if m.shape[1] % tiles:
-        raise ValueError(
-            f"{m.shape[1]} tiles is not a whole number of {geometry.tiles_h}x{geometry.tiles_w} images."
-        )
-    return tf.cast(_output_transform_jit(m, m.shape[1] // tiles, geometry), dtype)
+    n = images_in(tuple(m.shape), geometry)
+    return tf.cast(_output_transform_jit(m, n, geometry), dtype)

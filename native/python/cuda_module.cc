@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cuda_handlers.h"
+#include "ffi_capsule.h"
 
 namespace nb = nanobind;
 
@@ -20,14 +21,12 @@ NB_MODULE(_native_cuda, module) {
                                     "output_transform_cuda", "output_transform_backward_cuda"};
   });
   module.def("jax_cuda_targets", []() {
-    auto capsule = [](XLA_FFI_Error* (*fn)(XLA_FFI_CallFrame*)) {
-      return nb::capsule(reinterpret_cast<void*>(fn));
-    };
+    using swcnn::python::handler_capsule;
     nb::dict targets;
-    targets["swcnn_input_transform"] = capsule(SwcnnInputTransformCuda);
-    targets["swcnn_input_transform_backward"] = capsule(SwcnnInputTransformBackwardCuda);
-    targets["swcnn_output_transform"] = capsule(SwcnnOutputTransformCuda);
-    targets["swcnn_output_transform_backward"] = capsule(SwcnnOutputTransformBackwardCuda);
+    targets["swcnn_input_transform"] = handler_capsule(SwcnnInputTransformCuda);
+    targets["swcnn_input_transform_backward"] = handler_capsule(SwcnnInputTransformBackwardCuda);
+    targets["swcnn_output_transform"] = handler_capsule(SwcnnOutputTransformCuda);
+    targets["swcnn_output_transform_backward"] = handler_capsule(SwcnnOutputTransformBackwardCuda);
     return targets;
   }, "XLA FFI handlers for JAX's CUDA platform, as {target name: PyCapsule}.");
 }

@@ -15,9 +15,11 @@
 
 #include "cpu_custom_calls.h"
 #include "cpu_handlers.h"
+#include "ffi_capsule.h"
 #include "swcnn/transforms.h"
 
 namespace nb = nanobind;
+using swcnn::python::handler_capsule;
 
 namespace {
 
@@ -50,15 +52,9 @@ float* output_buffer(std::optional<OutArray>& out, const std::vector<size_t>& sh
 nb::object input_transform(InArray4 x, int64_t pad_top, int64_t pad_left,
                            int64_t tiles_h, int64_t tiles_w, bool relu,
                            std::optional<OutArray> out) {
-  swcnn::InputTransformShape s;
-  s.batch = x.shape(0);
-  s.height = x.shape(1);
-  s.width = x.shape(2);
-  s.channels = x.shape(3);
-  s.pad_top = pad_top;
-  s.pad_left = pad_left;
-  s.tiles_h = tiles_h;
-  s.tiles_w = tiles_w;
+  const swcnn::InputTransformShape s{int64_t(x.shape(0)), int64_t(x.shape(1)),
+                                     int64_t(x.shape(2)), int64_t(x.shape(3)),
+                                     pad_top, pad_left, tiles_h, tiles_w};
   check(swcnn::validate(s));
   nb::object result = out ? nb::cast(*out) : nb::none();
   float* v = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
@@ -72,13 +68,7 @@ nb::object input_transform(InArray4 x, int64_t pad_top, int64_t pad_left,
 nb::object output_transform(InArray3 m, int64_t batch, int64_t tiles_h,
                             int64_t tiles_w, int64_t out_h, int64_t out_w,
                             std::optional<OutArray> out) {
-  swcnn::OutputTransformShape s;
-  s.batch = batch;
-  s.tiles_h = tiles_h;
-  s.tiles_w = tiles_w;
-  s.channels = m.shape(2);
-  s.out_h = out_h;
-  s.out_w = out_w;
+  const swcnn::OutputTransformShape s{batch, tiles_h, tiles_w, int64_t(m.shape(2)), out_h, out_w};
   check(swcnn::validate(s));
   if (m.shape(0) != 16 || int64_t(m.shape(1)) != s.num_tiles())
     throw nb::value_error("products must have shape [16, batch * tiles_h * tiles_w, K]");
@@ -96,15 +86,8 @@ nb::object input_transform_backward(InArray3 dv, std::optional<InArray3> v, int6
                                     int64_t height, int64_t width, int64_t pad_top,
                                     int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
                                     bool relu, std::optional<OutArray> out) {
-  swcnn::InputTransformShape s;
-  s.batch = batch;
-  s.height = height;
-  s.width = width;
-  s.channels = dv.shape(2);
-  s.pad_top = pad_top;
-  s.pad_left = pad_left;
-  s.tiles_h = tiles_h;
-  s.tiles_w = tiles_w;
+  const swcnn::InputTransformShape s{batch,   height,   width,   int64_t(dv.shape(2)),
+                                     pad_top, pad_left, tiles_h, tiles_w};
   check(swcnn::validate(s));
   if (dv.shape(0) != 16 || int64_t(dv.shape(1)) != s.num_tiles())
     throw nb::value_error("dv must have shape [16, batch * tiles_h * tiles_w, C]");
@@ -126,13 +109,9 @@ nb::object input_transform_backward(InArray3 dv, std::optional<InArray3> v, int6
 
 nb::object output_transform_backward(InArray4 dy, int64_t tiles_h, int64_t tiles_w,
                                      std::optional<OutArray> out) {
-  swcnn::OutputTransformShape s;
-  s.batch = dy.shape(0);
-  s.out_h = dy.shape(1);
-  s.out_w = dy.shape(2);
-  s.channels = dy.shape(3);
-  s.tiles_h = tiles_h;
-  s.tiles_w = tiles_w;
+  const swcnn::OutputTransformShape s{int64_t(dy.shape(0)), tiles_h, tiles_w,
+                                      int64_t(dy.shape(3)), int64_t(dy.shape(1)),
+                                      int64_t(dy.shape(2))};
   check(swcnn::validate(s));
   nb::object result = out ? nb::cast(*out) : nb::none();
   float* dm = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
@@ -141,10 +120,6 @@ nb::object output_transform_backward(InArray4 dy, int64_t tiles_h, int64_t tiles
     swcnn::output_transform_backward_cpu(dy.data(), s, dm);
   }
   return result;
-}
-
-nb::capsule handler_capsule(XLA_FFI_Error* (*fn)(XLA_FFI_CallFrame*)) {
-  return nb::capsule(reinterpret_cast<void*>(fn));
 }
 
 }  // namespace
