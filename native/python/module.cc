@@ -16,6 +16,7 @@
 #include "cpu_custom_calls.h"
 #include "cpu_handlers.h"
 #include "ffi_capsule.h"
+#include "swcnn/conv.h"
 #include "swcnn/transforms.h"
 
 namespace nb = nanobind;
@@ -122,6 +123,53 @@ nb::object output_transform_backward(InArray4 dy, int64_t tiles_h, int64_t tiles
   return result;
 }
 
+// The convolution's shape from the input, the kernel and the tile geometry.
+swcnn::ConvShape conv_shape(const InArray4& x, const InArray3& u, int64_t pad_top,
+                            int64_t pad_left, int64_t tiles_h, int64_t tiles_w, int64_t out_h,
+                            int64_t out_w) {
+  if (u.shape(0) != 16 || u.shape(1) != x.shape(3))
+    throw nb::value_error("u must have shape [16, C, K] with C the input's channels");
+  const swcnn::ConvShape s{int64_t(x.shape(0)), int64_t(x.shape(1)), int64_t(x.shape(2)),
+                           int64_t(x.shape(3)), int64_t(u.shape(2)), pad_top,
+                           pad_left,            tiles_h,             tiles_w,
+                           out_h,               out_w};
+  check(swcnn::validate(s));
+  return s;
+}
+
+nb::object conv_forward(InArray4 x, InArray3 u, int64_t pad_top, int64_t pad_left,
+                        int64_t tiles_h, int64_t tiles_w, int64_t out_h, int64_t out_w,
+                        bool relu) {
+  const swcnn::ConvShape s = conv_shape(x, u, pad_top, pad_left, tiles_h, tiles_w, out_h, out_w);
+  std::optional<OutArray> none;
+  nb::object result;
+  float* y = output_buffer(none, {size_t(s.batch), size_t(out_h), size_t(out_w),
+                                  size_t(s.out_channels)}, result);
+  {
+    nb::gil_scoped_release release;
+    swcnn::conv_forward_cpu(x.data(), u.data(), s, relu, y);
+  }
+  return result;
+}
+
+nb::tuple conv_backward(InArray4 x, InArray3 u, InArray4 dy, int64_t pad_top, int64_t pad_left,
+                        int64_t tiles_h, int64_t tiles_w, bool relu) {
+  const swcnn::ConvShape s = conv_shape(x, u, pad_top, pad_left, tiles_h, tiles_w,
+                                        int64_t(dy.shape(1)), int64_t(dy.shape(2)));
+  if (int64_t(dy.shape(0)) != s.batch || int64_t(dy.shape(3)) != s.out_channels)
+    throw nb::value_error("dy must have shape [N, OH, OW, K] for the input and kernel");
+  std::optional<OutArray> none;
+  nb::object dx_array, du_array;
+  float* dx = output_buffer(none, {size_t(s.batch), size_t(s.height), size_t(s.width),
+                                   size_t(s.in_channels)}, dx_array);
+  float* du = output_buffer(none, {16, size_t(s.in_channels), size_t(s.out_channels)}, du_array);
+  {
+    nb::gil_scoped_release release;
+    swcnn::conv_backward_cpu(x.data(), u.data(), dy.data(), s, relu, dx, du);
+  }
+  return nb::make_tuple(dx_array, du_array);
+}
+
 }  // namespace
 
 NB_MODULE(_native, module) {
@@ -143,9 +191,20 @@ NB_MODULE(_native, module) {
   module.def("output_transform_backward", &output_transform_backward, nb::arg("dy"),
              nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out") = nb::none(),
              "dm[16, N*TH*TW, K] = A dy A^T per tile.");
+  module.def("conv_forward", &conv_forward, nb::arg("x"), nb::arg("u"), nb::arg("pad_top"),
+             nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out_h"),
+             nb::arg("out_w"), nb::arg("relu"),
+             "y[N, OH, OW, K]: the fused Winograd(-ReLU) convolution of NHWC x with "
+             "u[16, C, K].");
+  module.def("conv_backward", &conv_backward, nb::arg("x"), nb::arg("u"), nb::arg("dy"),
+             nb::arg("pad_top"), nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
+             nb::arg("relu"), "(dx, du): the fused convolution's gradients for dy.");
+  module.def("conv_isa", []() { return std::string(swcnn::conv_isa()); },
+             "The instruction set the fused kernels use on this CPU.");
   module.def("kernels", []() {
     return std::vector<std::string>{"input_transform_cpu", "input_transform_backward_cpu",
-                                    "output_transform_cpu", "output_transform_backward_cpu"};
+                                    "output_transform_cpu", "output_transform_backward_cpu",
+                                    "conv_forward_cpu", "conv_backward_cpu"};
   });
   module.def("register_tensorflow_cpu_targets", [](const std::string& library) {
     std::string error = swcnn::tensorflow::register_cpu_targets(library);

@@ -1,0 +1,141 @@
+#include "thread_pool.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace swcnn {
+namespace {
+
+// More threads than this gain nothing on the layer sizes of a CNN and
+// cost memory (each keeps its own scratch buffers).
+constexpr int kMaxThreads = 64;
+
+int configured_threads() {
+  if (const char* env = std::getenv("SWCNN_NUM_THREADS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end != env && n > 0) return static_cast<int>(std::min<long>(n, kMaxThreads));
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    return std::clamp(CPU_COUNT(&set), 1, kMaxThreads);
+  return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, kMaxThreads);
+}
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int size) {
+    for (int i = 1; i < size; ++i) {
+      try {
+        workers_.emplace_back([this] { work(); });
+      } catch (...) {  // std::system_error, bad_alloc: run with the threads we have
+        break;
+      }
+    }
+  }
+
+  ~ThreadPool() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void run(int64_t count, const std::function<void(int64_t)>& fn) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock() || inside_worker_ || count == 1 || workers_.empty()) {
+      for (int64_t i = 0; i < count; ++i) fn(i);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      job_ = &fn;
+      count_ = count;
+      next_.store(0);
+      error_ = nullptr;
+      active_ = static_cast<int>(workers_.size());
+      ++generation_;
+    }
+    wake_.notify_all();
+    drain();
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return active_ == 0; });
+    job_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  // Takes items until none are left; records the first exception.
+  void drain() {
+    for (int64_t i; (i = next_.fetch_add(1)) < count_;) {
+      try {
+        (*job_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(count_);  // stop handing out items
+      }
+    }
+  }
+
+  void work() {
+    inside_worker_ = true;
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        if (stopping_) return;
+        seen = generation_;
+      }
+      drain();
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--active_ == 0) done_.notify_one();
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex busy_;   // held by the one caller the pool serves at a time
+  std::mutex mutex_;  // guards the fields below
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t count_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;
+  int active_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  static thread_local bool inside_worker_;
+};
+
+thread_local bool ThreadPool::inside_worker_ = false;
+
+ThreadPool& pool() {
+  // Never destroyed: workers must not be joined during static destruction,
+  // when a kernel might still run from another exiting thread.
+  static ThreadPool* instance = new ThreadPool(configured_threads());
+  return *instance;
+}
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void parallel_for_each(int64_t count, const std::function<void(int64_t)>& fn) {
+  if (count <= 0) return;
+  pool().run(count, fn);
+}
+
+}  // namespace swcnn
