@@ -4,10 +4,13 @@ The compiled handlers (``native/jax/cpu_handlers.cc``; on NVIDIA GPUs
 ``native/jax/cuda_handlers.cc`` from the separate ``_native_cuda`` extension,
 imported only when JAX's default backend is a GPU) are registered with
 ``jax.ffi.register_ffi_target`` on first use and called with
-``jax.ffi.ffi_call``; the per-position product stays an XLA dot (a tuned
-GEMM). Gradients come from ``jax.custom_vjp`` with the input and kernel as
-the only residuals: the backward pass recomputes the transformed tiles
-(additions only), which keeps training memory at the level of a plain conv.
+``jax.ffi.ffi_call``. On the CPU the convolution is one fused call forward
+and one backward (``native/cpu/conv.cc``: no transformed-tile tensor goes
+through memory); on CUDA it is composed of the transform calls and an XLA
+dot for the per-position products. Gradients come from ``jax.custom_vjp``
+with the input and kernel as the only residuals: the backward pass
+recomputes the transformed tiles (additions only), which keeps training
+memory at the level of a plain conv.
 
 Dtype rule: the kernels compute in float32. Other floating inputs
 (float16, bfloat16, float64) are cast to float32 and the result is cast back
@@ -60,18 +63,17 @@ def _register():
 
 
 def _call(target, result_shape, *args, **attributes):
+    """One FFI call; ``result_shape`` is a shape, or a tuple of shapes for several results."""
     _register()
     attributes = {
         k: (v if isinstance(v, bool) else np.int64(v)) for k, v in attributes.items()
     }
-    result = jax.ShapeDtypeStruct(result_shape, jnp.float32)
+    if result_shape and isinstance(result_shape[0], tuple):
+        result = tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in result_shape)
+    else:
+        result = jax.ShapeDtypeStruct(result_shape, jnp.float32)
     # Each call works on one whole NHWC batch; under vmap, run them one by one.
     return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args, **attributes)
-
-
-def _check_float32(array, name):
-    if array.dtype != jnp.float32:
-        raise ValueError(f"{name} must be float32 for the native kernels, got {array.dtype}.")
 
 
 def _geometry(x_shape, padding):
@@ -124,25 +126,44 @@ def _matmul(a, b):
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
+def _fused():
+    """Whether this platform has the fused convolution kernels (the CPU does; CUDA composes)."""
+    return jax.default_backend() == "cpu"
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv(x, kernel, padding, relu):
     return _conv_forward(x, kernel, padding, relu)[0]
 
 
+def _tile_attributes(geometry, relu):
+    return dict(pad_top=geometry.pad_top, pad_left=geometry.pad_left,
+                tiles_h=geometry.tiles_h, tiles_w=geometry.tiles_w, relu=relu)
+
+
 def _conv_forward(x, kernel, padding, relu):
     geometry = _geometry(x.shape, padding)
     check_kernel_fits(x.shape, kernel.shape)
-    v = _input_transform(x, geometry, relu)
-    m = _matmul(v, _positions(kernel))
-    return _output_transform(m, x.shape[0], geometry), (x, kernel)
+    if _fused():
+        shape = (x.shape[0], geometry.out_h, geometry.out_w, kernel.shape[-1])
+        y = _call("swcnn_conv_forward", shape, x, _positions(kernel),
+                  **_tile_attributes(geometry, relu))
+    else:
+        v = _input_transform(x, geometry, relu)
+        y = _output_transform(_matmul(v, _positions(kernel)), x.shape[0], geometry)
+    return y, (x, kernel)
 
 
 def _conv_backward(padding, relu, residuals, dy):
     x, kernel = residuals
     geometry = _geometry(x.shape, padding)
+    u = _positions(kernel)
+    if _fused():
+        dx, du = _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
+                       **_tile_attributes(geometry, relu))
+        return dx, du.reshape(kernel.shape)
     v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
     dm = _output_transform_backward(dy, geometry)
-    u = _positions(kernel)
     du = _matmul(jnp.swapaxes(v, 1, 2), dm).reshape(kernel.shape)
     dv = _matmul(dm, jnp.swapaxes(u, 1, 2))
     dx = _input_transform_backward(dv, v, x.shape, geometry, relu)

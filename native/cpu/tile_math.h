@@ -50,32 +50,50 @@ void input_tile(const float* const* d, float* const* out, int64_t channels, floa
   }
 }
 
-// dx[r][s] += (B dv B^T)[r][s] for one tile, dv masked by (v > 0) if v != null.
-SWCNN_TILE_INLINE
-void input_tile_backward(const float* const* dv, const float* const* v,
-                         float* const* dx, int64_t channels) {
+// dx[r][s] += (B g B^T)[r][s] for one tile, g = dv masked by (v > 0) if kMask.
+template <bool kMask>
+SWCNN_TILE_INLINE void input_tile_backward_loop(const float* const* dv_ptrs,
+                                                const float* const* v_ptrs,
+                                                float* const* dx_ptrs, int64_t channels) {
+  // Local copies of the pointers: the compiler then knows they stay put while
+  // dx is written, and vectorizes the channel loop.
+  const float* dv[16];
+  const float* v[16];
+  float* dx[16];
+  for (int t = 0; t < 16; ++t) {
+    dv[t] = dv_ptrs[t];
+    v[t] = kMask ? v_ptrs[t] : nullptr;
+    dx[t] = dx_ptrs[t];
+  }
   SWCNN_IVDEP
   for (int64_t ch = 0; ch < channels; ++ch) {
     float g[16];
-    for (int t = 0; t < 16; ++t) {
-      g[t] = dv[t][ch];
-      if (v != nullptr && !(v[t][ch] > 0.0f)) g[t] = 0.0f;
-    }
+    for (int t = 0; t < 16; ++t) g[t] = kMask ? (v[t][ch] > 0.0f ? dv[t][ch] : 0.0f) : dv[t][ch];
     float q[4][4];
-    for (int b = 0; b < 4; ++b) {  // rows: B dv (B = (B^T)^T)
+    for (int b = 0; b < 4; ++b) {  // rows: B g (B = (B^T)^T)
       const float g0 = g[b], g1 = g[4 + b], g2 = g[8 + b], g3 = g[12 + b];
       q[0][b] = g0;
       q[1][b] = g1 - g2 + g3;
       q[2][b] = g1 + g2 - g0;
       q[3][b] = -g3;
     }
-    for (int r = 0; r < 4; ++r) {  // columns: (B dv) B^T
+    for (int r = 0; r < 4; ++r) {  // columns: (B g) B^T
       dx[4 * r + 0][ch] += q[r][0];
       dx[4 * r + 1][ch] += q[r][1] - q[r][2] + q[r][3];
       dx[4 * r + 2][ch] += q[r][1] + q[r][2] - q[r][0];
       dx[4 * r + 3][ch] -= q[r][3];
     }
   }
+}
+
+// dx[r][s] += (B dv B^T)[r][s] for one tile, dv masked by (v > 0) if v != null.
+SWCNN_TILE_INLINE
+void input_tile_backward(const float* const* dv, const float* const* v,
+                         float* const* dx, int64_t channels) {
+  if (v != nullptr)
+    input_tile_backward_loop<true>(dv, v, dx, channels);
+  else
+    input_tile_backward_loop<false>(dv, v, dx, channels);
 }
 
 // y = A^T m A for one tile; y: 4 output pointers (row-major 2x2).

@@ -5,6 +5,7 @@
 #include "cpu_handlers.h"
 
 #include "ffi_shapes.h"
+#include "swcnn/conv.h"
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -56,7 +57,47 @@ ffi::Error OutputTransformBackward(F32Buffer dy, F32Result dm, int64_t tiles_h,
   return ffi::Error::Success();
 }
 
+ffi::Error ConvForward(F32Buffer x, F32Buffer u, F32Result y, int64_t pad_top,
+                       int64_t pad_left, int64_t tiles_h, int64_t tiles_w, bool relu) {
+  swcnn::ConvShape s;
+  ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), y->dimensions(), pad_top,
+                                pad_left, tiles_h, tiles_w, &s);
+  if (error.failure()) return error;
+  return run_kernel([&] {
+    swcnn::conv_forward_cpu(x.typed_data(), u.typed_data(), s, relu, y->typed_data());
+  });
+}
+
+ffi::Error ConvBackward(F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F32Result du,
+                        int64_t pad_top, int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
+                        bool relu) {
+  swcnn::ConvShape s;
+  ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), dy.dimensions(), pad_top,
+                                pad_left, tiles_h, tiles_w, &s);
+  if (error.failure()) return error;
+  if (dx->element_count() != x.element_count() || du->element_count() != u.element_count())
+    return invalid("dx and du must have the shapes of x and u");
+  return run_kernel([&] {
+    swcnn::conv_backward_cpu(x.typed_data(), u.typed_data(), dy.typed_data(), s, relu,
+                             dx->typed_data(), du->typed_data());
+  });
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnConvForwardCpu, ConvForward,
+    input_transform_attributes(
+        ffi::Ffi::Bind().Arg<F32Buffer>().Arg<F32Buffer>().Ret<F32Buffer>()));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnConvBackwardCpu, ConvBackward,
+    input_transform_attributes(ffi::Ffi::Bind()
+                                   .Arg<F32Buffer>()
+                                   .Arg<F32Buffer>()
+                                   .Arg<F32Buffer>()
+                                   .Ret<F32Buffer>()
+                                   .Ret<F32Buffer>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnInputTransformCpu, InputTransform,

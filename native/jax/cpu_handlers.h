@@ -8,4 +8,6 @@ XLA_FFI_Error* SwcnnInputTransformCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnInputTransformBackwardCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnOutputTransformCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnOutputTransformBackwardCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnConvForwardCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnConvBackwardCpu(XLA_FFI_CallFrame* call_frame);
 }

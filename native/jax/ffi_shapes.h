@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <utility>
 
+#include "swcnn/conv.h"
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -52,6 +54,36 @@ inline ffi::Error same_tiles(ffi::Span<const int64_t> forward, ffi::Span<const i
       forward[1] != gradient[1] || forward[2] != gradient[2])
     return invalid("the forward tiles must have the shape of their gradient");
   return ffi::Error::Success();
+}
+
+// The fused convolution's shape from x [N, H, W, C], u [16, C, K], the NHWC
+// output (or its gradient) and the tile attributes.
+inline ffi::Error conv_shape(ffi::Span<const int64_t> x, ffi::Span<const int64_t> u,
+                             ffi::Span<const int64_t> y, int64_t pad_top, int64_t pad_left,
+                             int64_t tiles_h, int64_t tiles_w, ConvShape* s) {
+  if (x.size() != 4) return invalid("input must be 4D NHWC");
+  if (u.size() != 3 || u[0] != 16 || u[1] != x[3])
+    return invalid("kernel must have shape [16, C, K] with C the input's channels");
+  if (y.size() != 4 || y[0] != x[0] || y[3] != u[2])
+    return invalid("output must have shape [N, OH, OW, K] for the input and kernel");
+  *s = {x[0], x[1], x[2], x[3], u[2], pad_top, pad_left, tiles_h, tiles_w, y[1], y[2]};
+  std::string error = validate(*s);
+  if (!error.empty()) return invalid(error);
+  return ffi::Error::Success();
+}
+
+// Runs a kernel that may throw (scratch memory, worker failures) and turns
+// any exception into an ffi::Error: nothing escapes into XLA.
+template <typename Fn>
+ffi::Error run_kernel(Fn&& fn) {
+  try {
+    fn();
+    return ffi::Error::Success();
+  } catch (const std::exception& error) {
+    return ffi::Error::Internal(std::string("keras_swcnn: ") + error.what());
+  } catch (...) {
+    return ffi::Error::Internal("keras_swcnn: unknown error in a native kernel");
+  }
 }
 
 // The attributes each handler takes, appended to a binding that already has

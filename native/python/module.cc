@@ -221,6 +221,8 @@ NB_MODULE(_native, module) {
     targets["swcnn_input_transform_backward"] = handler_capsule(SwcnnInputTransformBackwardCpu);
     targets["swcnn_output_transform"] = handler_capsule(SwcnnOutputTransformCpu);
     targets["swcnn_output_transform_backward"] = handler_capsule(SwcnnOutputTransformBackwardCpu);
+    targets["swcnn_conv_forward"] = handler_capsule(SwcnnConvForwardCpu);
+    targets["swcnn_conv_backward"] = handler_capsule(SwcnnConvBackwardCpu);
     return targets;
   }, "XLA FFI handlers for JAX's CPU platform, as {target name: PyCapsule}.");
 }
