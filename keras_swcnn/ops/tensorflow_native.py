@@ -3,7 +3,8 @@
 The kernels' legacy custom-call entry points (``native/tensorflow``) are
 registered into the XLA inside the loaded TensorFlow (its
 ``xla::CustomCallTargetRegistry``, found at run time) and emitted with
-``XlaCustomCallV2``. That op exists only under XLA, so every call runs inside
+``XlaCustomCallV2``: the convolution is one fused call forward
+(``swcnn_tf_conv_forward``) and one backward (``swcnn_tf_conv_backward``). That op exists only under XLA, so every call runs inside
 a ``tf.function(jit_compile=True)``, which works in eager code, in graphs
 (``model.fit`` with TensorFlow's default ``jit_compile=False``) and inside
 other XLA functions (``jit_compile=True``). Gradients come from
@@ -13,7 +14,7 @@ from the input instead of keeping them (4x the input's size).
 XLA needs static shapes: the height, width and channels must be known when
 the function is traced. The batch size may be unknown (``model.fit`` traces
 with an unknown batch): the layer then runs image by image (``tf.map_fn``)
-with the same kernels. TensorFlow offers these kernels no way to report an
+with the same fused kernels. TensorFlow offers these kernels no way to report an
 error at run time, so every shape is validated here, while tracing.
 
 Dtype rule: the kernels compute in float32; other floating inputs are cast
@@ -80,11 +81,14 @@ def can_run(x):
 
 
 def _custom_call(target, operands, shape, *config):
-    return gen_xla_ops.xla_custom_call_v2(
+    """One custom call; ``shape`` is a shape, or a list of shapes for a tuple of results."""
+    shapes = shape if isinstance(shape, list) else [shape]
+    results = gen_xla_ops.xla_custom_call_v2(
         operands=operands, call_target_name=target,
         backend_config=" ".join(str(int(v)) for v in config), has_side_effect=False,
-        result_dtypes=[tf.float32], result_shapes=[shape],
-    )[0]
+        result_dtypes=[tf.float32] * len(shapes), result_shapes=shapes,
+    )
+    return results if isinstance(shape, list) else results[0]
 
 
 def _input_config(x_shape, g, relu):
@@ -123,27 +127,34 @@ def _positions(kernel):
     return tf.reshape(kernel, (16, kernel.shape[2], kernel.shape[3]))
 
 
+def _conv_config(x_shape, kernel_shape, g, relu):
+    n, h, w, c = x_shape
+    return (n, h, w, c, kernel_shape[-1], g.pad_top, g.pad_left, g.tiles_h, g.tiles_w,
+            g.out_h, g.out_w, relu)
+
+
 def _forward_static(x, kernel, padding, relu):
-    """Forward for a batch of static size."""
+    """Forward for a batch of static size: one fused call."""
     g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
-    v = _input_transform(x, g, relu)
-    return _output_transform(tf.matmul(v, _positions(kernel)), x.shape[0], g)
+    y_shape = (x.shape[0], g.out_h, g.out_w, kernel.shape[-1])
+    return _custom_call("swcnn_tf_conv_forward", [x, _positions(kernel)], y_shape,
+                        *_conv_config(x.shape, kernel.shape, g, relu))
 
 
 def _backward_static(x, kernel, dy, padding, relu):
-    """(dx, dkernel) for a batch of static size; the tiles are recomputed."""
+    """(dx, dkernel) for a batch of static size: one fused call."""
     g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
-    v = _input_transform(x, g, relu)
-    dm = _output_transform_backward(dy, g)
-    du = tf.reshape(tf.matmul(v, dm, transpose_a=True), kernel.shape)
-    dv = tf.matmul(dm, _positions(kernel), transpose_b=True)
-    return _input_transform_backward(dv, v, x.shape, g, relu), du
+    u = _positions(kernel)
+    dx, du = _custom_call("swcnn_tf_conv_backward", [x, u, dy], [tuple(x.shape), tuple(u.shape)],
+                          *_conv_config(x.shape, kernel.shape, g, relu))
+    return dx, tf.reshape(du, kernel.shape)
 
 
 @tf.function(jit_compile=True, reduce_retracing=False)
 def _forward(x, kernel, padding, relu):
     if x.shape[0] is not None:
         return _forward_static(x, kernel, padding, relu)
+    # Batch unknown while tracing (model.fit): one fused call per image.
     return tf.map_fn(lambda xi: _forward_static(xi[None], kernel, padding, relu)[0], x)
 
 
@@ -154,15 +165,20 @@ def _backward(x, kernel, dy, padding, relu):
     dy = tf.ensure_shape(dy, (x.shape[0], g.out_h, g.out_w, kernel.shape[-1]))
     if x.shape[0] is not None:
         return _backward_static(x, kernel, dy, padding, relu)
-    dx, du = tf.map_fn(
-        lambda args: tuple(
-            t[0] if i == 0 else t
-            for i, t in enumerate(_backward_static(args[0][None], kernel, args[1][None],
-                                                   padding, relu))
-        ),
-        (x, dy), fn_output_signature=(tf.float32, tf.float32),
+    # Batch unknown while tracing: one fused call per image, the kernel
+    # gradient summed as the loop goes (no per-image copies of it are kept).
+    batch = tf.shape(x)[0]
+
+    def step(i, du, dxs):
+        dxi, dui = _backward_static(x[i][None], kernel, dy[i][None], padding, relu)
+        return i + 1, du + dui, dxs.write(i, dxi[0])
+
+    _, du, dxs = tf.while_loop(
+        lambda i, *_: i < batch, step,
+        (tf.constant(0), tf.zeros(kernel.shape, tf.float32),
+         tf.TensorArray(tf.float32, size=batch, element_shape=x.shape[1:])),
     )
-    return dx, tf.reduce_sum(du, axis=0)
+    return dxs.stack(), du
 
 
 def _validate(x, kernel, padding):

@@ -11,11 +11,16 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
+#include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "swcnn/conv.h"
 #include "swcnn/transforms.h"
 
 namespace swcnn::tensorflow {
@@ -50,6 +55,55 @@ bool output_shape(const char* opaque, size_t length, OutputTransformShape* s) {
   if (!parse(opaque, length, 6, v)) return false;
   *s = {v[0], v[1], v[2], v[3], v[4], v[5]};
   return validate(*s).empty();
+}
+
+// Opaque "N H W C K pad_top pad_left tiles_h tiles_w out_h out_w relu".
+bool conv_shape(const char* opaque, size_t length, ConvShape* s, bool* relu) {
+  int64_t v[12];
+  if (!parse(opaque, length, 12, v)) return false;
+  *s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
+  *relu = v[11] != 0;
+  return validate(*s).empty();
+}
+
+// TensorFlow gives these kernels no error channel: a kernel that fails
+// (out of scratch memory, say) fills its outputs with NaN, so the failure
+// shows in the results instead of as uninitialised memory or a crash.
+template <typename Fn>
+void run_or_poison(Fn&& fn, std::initializer_list<std::pair<float*, int64_t>> outputs) {
+  try {
+    fn();
+  } catch (...) {
+    for (const auto& [data, count] : outputs)
+      std::fill_n(data, count, std::numeric_limits<float>::quiet_NaN());
+  }
+}
+
+extern "C" void SwcnnTfConvForward(void* out, const void** in, const char* opaque,
+                                   size_t length, void* /*status*/) {
+  ConvShape s;
+  bool relu = false;
+  if (!conv_shape(opaque, length, &s, &relu)) return;
+  float* y = static_cast<float*>(out);
+  run_or_poison([&] {
+    conv_forward_cpu(static_cast<const float*>(in[0]), static_cast<const float*>(in[1]), s,
+                     relu, y);
+  }, {{y, s.batch * s.out_h * s.out_w * s.out_channels}});
+}
+
+// A tuple result: `out` is the table of its two buffers (dx, du).
+extern "C" void SwcnnTfConvBackward(void* out, const void** in, const char* opaque,
+                                    size_t length, void* /*status*/) {
+  ConvShape s;
+  bool relu = false;
+  if (!conv_shape(opaque, length, &s, &relu)) return;
+  float* dx = static_cast<float**>(out)[0];
+  float* du = static_cast<float**>(out)[1];
+  run_or_poison([&] {
+    conv_backward_cpu(static_cast<const float*>(in[0]), static_cast<const float*>(in[1]),
+                      static_cast<const float*>(in[2]), s, relu, dx, du);
+  }, {{dx, s.batch * s.height * s.width * s.in_channels},
+      {du, 16 * s.in_channels * s.out_channels}});
 }
 
 extern "C" void SwcnnTfInputTransform(void* out, const void** in, const char* opaque,
@@ -104,6 +158,8 @@ std::vector<CustomCallTarget> cpu_targets() {
       {"swcnn_tf_output_transform", reinterpret_cast<void*>(&SwcnnTfOutputTransform)},
       {"swcnn_tf_output_transform_backward",
        reinterpret_cast<void*>(&SwcnnTfOutputTransformBackward)},
+      {"swcnn_tf_conv_forward", reinterpret_cast<void*>(&SwcnnTfConvForward)},
+      {"swcnn_tf_conv_backward", reinterpret_cast<void*>(&SwcnnTfConvBackward)},
   };
 }
 
