@@ -164,23 +164,24 @@ class TestTensorFlow:
     def test_unknown_batch_runs_image_by_image(self, rng):
         import tensorflow as tf
 
-        u = random_normal(rng, (4, 4, 3, 5))
+        u = tf.constant(random_normal(rng, (4, 4, 3, 5)))
 
         @tf.function(input_signature=[tf.TensorSpec((None, 7, 6, 3))])
         def fn(x):
             with tf.GradientTape() as tape:
-                tape.watch(x)
+                tape.watch([x, u])
                 y = wops.winograd_conv2d(x, u, implementation="native")
                 loss = tf.reduce_sum(y * y)
-            return y, tape.gradient(loss, x)
+            return (y, *tape.gradient(loss, [x, u]))
 
         for n in (1, 3):
             x = random_normal(rng, (n, 7, 6, 3))
-            y, dx = fn(x)
-            expected = conv(x, u)
+            y, dx, du = fn(x)
+            expected = conv(x, u.numpy())
             assert rel_error(y.numpy(), expected) < 1e-5
-            dx_ref, _ = conv_grads(x, u, 2 * expected)
+            dx_ref, du_ref = conv_grads(x, u.numpy(), 2 * expected)
             assert rel_error(dx.numpy(), dx_ref) < 1e-5
+            assert rel_error(du.numpy(), du_ref) < 1e-5  # summed over the images
 
     def test_unknown_spatial_dims(self, rng):
         import tensorflow as tf
