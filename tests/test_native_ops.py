@@ -161,7 +161,7 @@ class TestJax:
 
 @pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow native path")
 class TestTensorFlow:
-    def test_unknown_batch_runs_image_by_image(self, rng):
+    def test_unknown_batch_runs_in_chunks_and_images(self, rng):
         import tensorflow as tf
 
         u = tf.constant(random_normal(rng, (4, 4, 3, 5)))
@@ -174,7 +174,8 @@ class TestTensorFlow:
                 loss = tf.reduce_sum(y * y)
             return (y, *tape.gradient(loss, [x, u]))
 
-        for n in (1, 3):
+        # 7x6 images have 12 tiles: 32-image chunks, then image by image.
+        for n in (1, 3, 32, 69):
             x = random_normal(rng, (n, 7, 6, 3))
             y, dx, du = fn(x)
             expected = conv(x, u.numpy())

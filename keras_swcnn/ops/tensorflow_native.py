@@ -13,8 +13,9 @@ from the input instead of keeping them (4x the input's size).
 
 XLA needs static shapes: the height, width and channels must be known when
 the function is traced. The batch size may be unknown (``model.fit`` traces
-with an unknown batch): the layer then runs image by image (``tf.map_fn``)
-with the same fused kernels. TensorFlow offers these kernels no way to report an
+with an unknown batch): the layer then runs the same fused kernels on chunks
+of a static number of images in an XLA loop, and image by image on the rest.
+TensorFlow offers these kernels no way to report an
 error at run time, so every shape is validated here, while tracing.
 
 Dtype rule: the kernels compute in float32; other floating inputs are cast
@@ -150,12 +151,66 @@ def _backward_static(x, kernel, dy, padding, relu):
     return dx, tf.reshape(du, kernel.shape)
 
 
+# With the batch unknown while tracing (model.fit), the layer runs on chunks
+# of a static size, then image by image on what is left: each call still
+# has enough tiles to keep the threads busy, and no image is padded.
+_CHUNK_TILES = 2048
+_MAX_CHUNK = 32
+
+
+def _chunk_size(x, padding):
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    chunk = 1
+    while chunk < _MAX_CHUNK and chunk * g.tiles_h * g.tiles_w < _CHUNK_TILES:
+        chunk *= 2
+    return chunk
+
+
+def _over_batch(call, batched, chunk, image_shape, summed_shapes):
+    """``call`` over an unknown batch, ``chunk`` images at a time, then one at a time.
+
+    ``call(*parts)`` takes the static-size slices of the ``batched`` tensors and
+    returns ``(per_image, summed)``: a tensor with the batch as its first axis
+    (each image of ``image_shape``), and a list of tensors (of
+    ``summed_shapes``) summed over the whole batch.
+    """
+    batch = tf.shape(batched[0])[0]
+    full = batch // chunk * chunk
+
+    def run(size, start, stop):
+        # XLA checks slice sizes when compiling, for every batch size: `size`
+        # zero images at the end keep a `size`-image slice valid even for a
+        # batch smaller than that (the loop then runs no step).
+        sources = [tf.concat([t, tf.zeros((size, *t.shape[1:]), t.dtype)], 0) for t in batched]
+
+        def step(i, sums, outputs):
+            parts = [tf.slice(t, tf.concat([[i], tf.zeros(t.shape.rank - 1, tf.int32)], 0),
+                              [size, *t.shape[1:]]) for t in sources]
+            per_image, summed = call(*parts)
+            sums = [total + part for total, part in zip(sums, summed)]
+            return i + size, sums, outputs.write((i - start) // size, per_image)
+
+        outputs = tf.TensorArray(tf.float32, size=(stop - start) // size,
+                                 element_shape=(size, *image_shape))
+        _, sums, outputs = tf.while_loop(
+            lambda i, *_: i < stop, step,
+            (start, [tf.zeros(shape, tf.float32) for shape in summed_shapes], outputs))
+        return outputs.concat(), sums
+
+    chunked, chunk_sums = run(chunk, 0, full)
+    rest, rest_sums = run(1, full, batch)
+    sums = [a + b for a, b in zip(chunk_sums, rest_sums)]
+    return tf.concat([chunked, rest], 0), sums
+
+
 @tf.function(jit_compile=True, reduce_retracing=False)
 def _forward(x, kernel, padding, relu):
     if x.shape[0] is not None:
         return _forward_static(x, kernel, padding, relu)
-    # Batch unknown while tracing (model.fit): one fused call per image.
-    return tf.map_fn(lambda xi: _forward_static(xi[None], kernel, padding, relu)[0], x)
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    y, _ = _over_batch(lambda xs: (_forward_static(xs, kernel, padding, relu), []), [x],
+                       _chunk_size(x, padding), (g.out_h, g.out_w, kernel.shape[-1]), [])
+    return y
 
 
 @tf.function(jit_compile=True, reduce_retracing=False)
@@ -165,20 +220,14 @@ def _backward(x, kernel, dy, padding, relu):
     dy = tf.ensure_shape(dy, (x.shape[0], g.out_h, g.out_w, kernel.shape[-1]))
     if x.shape[0] is not None:
         return _backward_static(x, kernel, dy, padding, relu)
-    # Batch unknown while tracing: one fused call per image, the kernel
-    # gradient summed as the loop goes (no per-image copies of it are kept).
-    batch = tf.shape(x)[0]
 
-    def step(i, du, dxs):
-        dxi, dui = _backward_static(x[i][None], kernel, dy[i][None], padding, relu)
-        return i + 1, du + dui, dxs.write(i, dxi[0])
+    def call(xs, dys):
+        dx, du = _backward_static(xs, kernel, dys, padding, relu)
+        return dx, [du]
 
-    _, du, dxs = tf.while_loop(
-        lambda i, *_: i < batch, step,
-        (tf.constant(0), tf.zeros(kernel.shape, tf.float32),
-         tf.TensorArray(tf.float32, size=batch, element_shape=x.shape[1:])),
-    )
-    return dxs.stack(), du
+    dx, (du,) = _over_batch(call, [x, dy], _chunk_size(x, padding), x.shape[1:],
+                            [kernel.shape])
+    return dx, du
 
 
 def _validate(x, kernel, padding):
