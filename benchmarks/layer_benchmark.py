@@ -115,11 +115,14 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--shapes", default="all", help="comma-separated indices into the shape list")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="time only Conv2D and the native path")
     args = parser.parse_args(argv)
 
     backend = keras.backend.backend()
     compile_fn = COMPILERS[backend]
-    kinds = ["conv2d", "reference"] + (["native"] if wops.native_unavailable_reason() is None else [])
+    kinds = ["conv2d"] + ([] if args.skip_reference else ["reference"])
+    kinds += ["native"] if wops.native_unavailable_reason() is None else []
     shapes = RESNET18_SHAPES if args.shapes == "all" else [
         RESNET18_SHAPES[int(i)] for i in args.shapes.split(",")]
     info = build_info()

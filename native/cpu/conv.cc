@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "thread_pool.h"
@@ -90,7 +92,7 @@ namespace {
 
 enum class Isa { kAvx512, kAvx2, kBaseline };
 
-Isa detect_isa() {
+Isa best_supported_isa() {
 #ifdef SWCNN_X86_VARIANTS
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
@@ -99,6 +101,17 @@ Isa detect_isa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
 #endif
   return Isa::kBaseline;
+}
+
+// The best instruction set of this CPU, or a lesser one named by SWCNN_ISA
+// ("avx2", "baseline": for tests and comparisons; never a better one).
+Isa detect_isa() {
+  const Isa best = best_supported_isa();
+  const char* env = std::getenv("SWCNN_ISA");
+  if (env == nullptr) return best;
+  const std::string name(env);
+  const Isa asked = name == "avx2" ? Isa::kAvx2 : name == "baseline" ? Isa::kBaseline : best;
+  return std::max(asked, best);  // the enum runs from best to least
 }
 
 Isa isa() {

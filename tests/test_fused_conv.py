@@ -1,0 +1,125 @@
+"""The fused native convolution (numpy front door) against the float64 numpy model.
+
+The layer reaches the same kernels through XLA custom calls
+(test_native_ops.py); here they are called directly, on every instruction
+set the machine can run (AVX-512, AVX2, baseline x86-64, picked with
+SWCNN_ISA in a subprocess), with several thread counts, and with bad input.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import SHAPES, VALID_SHAPES, random_normal
+from keras_swcnn import native, winograd
+from numpy_reference import conv, conv_grads, rel_error
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native extension not built")
+
+# The shared awkward shapes, plus channel counts that leave partial vector
+# panels and row blocks, and more than 512 channels.
+CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 520, 17), (2, 3, 4, 7, 513),
+                                        (3, 10, 11, 33, 47)]] + [
+    (s, "valid") for s in VALID_SHAPES
+]
+
+
+def fused(x, u, dy, padding, relu):
+    module = native._require()
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    c, k = u.shape[2:]
+    y = module.conv_forward(x, u.reshape(16, c, k), g.pad_top, g.pad_left, g.tiles_h,
+                            g.tiles_w, g.out_h, g.out_w, relu)
+    dx, du = module.conv_backward(x, u.reshape(16, c, k), dy, g.pad_top, g.pad_left,
+                                  g.tiles_h, g.tiles_w, relu)
+    return y, dx, du.reshape(u.shape)
+
+
+@pytest.mark.parametrize("shape,padding", CASES)
+@pytest.mark.parametrize("relu", [True, False])
+def test_forward_and_gradients_match_float64(rng, shape, padding, relu):
+    n, h, w, c, k = shape
+    x = random_normal(rng, (n, h, w, c))
+    u = random_normal(rng, (4, 4, c, k)) / np.sqrt(c)
+    expected = conv(x, u, padding, relu)
+    dy = random_normal(rng, expected.shape)
+    y, dx, du = fused(x, u, dy, padding, relu)
+    dx_expected, du_expected = conv_grads(x, u, dy, padding, relu)
+    assert rel_error(y, expected) < 1e-5
+    assert rel_error(dx, dx_expected) < 1e-5
+    assert rel_error(du, du_expected) < 1e-5
+
+
+def test_empty_batch_gives_zero_kernel_gradient():
+    x = np.zeros((0, 5, 5, 3), np.float32)
+    u = np.ones((4, 4, 3, 2), np.float32)
+    y, dx, du = fused(x, u, np.zeros((0, 5, 5, 2), np.float32), "same", True)
+    assert y.shape == (0, 5, 5, 2) and dx.shape == x.shape
+    assert np.array_equal(du, np.zeros_like(u))
+
+
+def test_bad_shapes_are_refused(rng):
+    module = native._require()
+    x = random_normal(rng, (1, 6, 6, 3))
+    u = random_normal(rng, (16, 4, 2))  # 4 input channels for a 3-channel input
+    with pytest.raises(ValueError, match="u must have shape"):
+        module.conv_forward(x, u, 1, 1, 3, 3, 6, 6, True)
+    u = random_normal(rng, (16, 3, 2))
+    with pytest.raises(ValueError, match="out_h/out_w"):
+        module.conv_forward(x, u, 1, 1, 3, 3, 9, 6, True)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        module.conv_backward(x, u, random_normal(rng, (1, 6, 6, 5)), 1, 1, 3, 3, True)
+
+
+SUBPROCESS = textwrap.dedent("""
+    import numpy as np, sys
+    from keras_swcnn import _native
+    data = np.load(sys.argv[1])
+    x, u, dy = data["x"], data["u"], data["dy"]
+    y = _native.conv_forward(x, u, 1, 1, 5, 6, 9, 11, True)
+    dx, du = _native.conv_backward(x, u, dy, 1, 1, 5, 6, True)
+    np.savez(sys.argv[2], y=y, dx=dx, du=du, isa=_native.conv_isa())
+""")
+
+
+def run_isolated(tmp_path, inputs, **env):
+    """The fused kernels' results in a fresh process with `env` set."""
+    source, result = tmp_path / "in.npz", tmp_path / f"out{len(env)}{sorted(env.items())}.npz"
+    np.savez(source, **inputs)
+    subprocess.run([sys.executable, "-c", SUBPROCESS, str(source), str(result)], check=True,
+                   env={**os.environ, **env}, timeout=120)
+    with np.load(result) as data:
+        return {name: data[name] for name in data.files}
+
+
+def isolated_inputs(rng):
+    x = random_normal(rng, (3, 9, 11, 37))
+    u = random_normal(rng, (16, 37, 21)) / 6
+    dy = random_normal(rng, (3, 9, 11, 21))
+    return {"x": x, "u": u, "dy": dy}
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_every_instruction_set_matches_float64(tmp_path, rng, isa):
+    inputs = isolated_inputs(rng)
+    out = run_isolated(tmp_path, inputs, SWCNN_ISA=isa)
+    if native._require().conv_isa() == "baseline" and isa == "avx2":
+        pytest.skip("this CPU has no AVX2")
+    assert str(out["isa"]) == isa
+    x, u, dy = inputs["x"], inputs["u"].reshape(4, 4, 37, 21), inputs["dy"]
+    dx_expected, du_expected = conv_grads(x, u, dy)
+    assert rel_error(out["y"], conv(x, u)) < 1e-5
+    assert rel_error(out["dx"], dx_expected) < 1e-5
+    assert rel_error(out["du"].reshape(u.shape), du_expected) < 1e-5
+
+
+def test_results_do_not_depend_on_the_thread_count(tmp_path, rng):
+    inputs = isolated_inputs(rng)
+    one = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="1")
+    three = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="3")
+    for name in ("y", "dx", "du"):
+        assert np.array_equal(one[name], three[name]), name  # bit for bit
