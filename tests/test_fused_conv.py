@@ -77,7 +77,8 @@ def test_bad_shapes_are_refused(rng):
 
 SUBPROCESS = textwrap.dedent("""
     import numpy as np, sys
-    from keras_swcnn import _native
+    from keras_swcnn import native
+    _native = native._require()  # honours KERAS_SWCNN_NATIVE_LIBRARY (sanitizer builds)
     data = np.load(sys.argv[1])
     x, u, dy = data["x"], data["u"], data["dy"]
     y = _native.conv_forward(x, u, 1, 1, 5, 6, 9, 11, True)
