@@ -13,6 +13,9 @@ if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
 fi
 
-"$PYTHON" -m pip install -q --disable-pip-version-check -c tools/constraints.txt \
+# PIP_CONSTRAINT also pins the isolated build environment (jax, whose FFI
+# headers the native library compiles against).
+PIP_CONSTRAINT="$PWD/tools/constraints.txt" \
+  "$PYTHON" -m pip install -q --disable-pip-version-check -c tools/constraints.txt \
   -e ".[tensorflow,jax,torch,tfmot,dev]"
 "$PYTHON" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"

@@ -1,8 +1,10 @@
-// The fused CPU convolution: validation, scratch memory and the choice of
-// instruction set. The kernels themselves are in conv_kernels.inc, compiled
+// The fused CPU convolutions, dense and sparse: validation, scratch memory
+// and the choice of instruction set. The kernels themselves are in
+// conv_kernels.inc and sparse_kernels.inc, compiled
 // here once per instruction set under a GCC target pragma (one binary runs
 // on any x86-64 and uses AVX-512 or AVX2 where the CPU has them).
 #include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "thread_pool.h"
@@ -63,6 +66,7 @@ namespace conv_avx512 {
 #define SWCNN_VECTOR_FLOATS 16
 #define SWCNN_MAX_VECTORS 4
 #include "conv_kernels.inc"
+#include "sparse_kernels.inc"
 #undef SWCNN_VECTOR_FLOATS
 #undef SWCNN_MAX_VECTORS
 #pragma GCC pop_options
@@ -74,6 +78,7 @@ namespace conv_avx2 {
 #define SWCNN_VECTOR_FLOATS 8
 #define SWCNN_MAX_VECTORS 2
 #include "conv_kernels.inc"
+#include "sparse_kernels.inc"
 #undef SWCNN_VECTOR_FLOATS
 #undef SWCNN_MAX_VECTORS
 #pragma GCC pop_options
@@ -84,6 +89,7 @@ namespace conv_baseline {
 #define SWCNN_VECTOR_FLOATS 4
 #define SWCNN_MAX_VECTORS 2
 #include "conv_kernels.inc"
+#include "sparse_kernels.inc"
 #undef SWCNN_VECTOR_FLOATS
 #undef SWCNN_MAX_VECTORS
 }  // namespace conv_baseline
@@ -164,6 +170,59 @@ void conv_backward_cpu(const float* x, const float* u, const float* dy, const Co
     case Isa::kAvx2: return conv_avx2::backward(x, u, dy, s, relu, dx, du);
 #endif
     default: return conv_baseline::backward(x, u, dy, s, relu, dx, du);
+  }
+}
+
+std::string validate(const ConvShape& s, const SparseKernel& u) {
+  std::string error = validate(s);
+  if (!error.empty()) return error;
+  // Lane offsets of input channels are 32-bit.
+  if (s.in_channels > (int64_t(1) << 24)) return "too many input channels for the sparse kernel";
+  if (u.count < 0 || u.count > 16 * s.in_channels * s.out_channels)
+    return "the number of stored weights must be between 0 and 16 * C * K";
+  if ((u.mask == nullptr && s.out_channels > 0) || (u.values == nullptr && u.count > 0))
+    return "missing mask or values";
+  const int64_t words = sparse_mask_words(s.in_channels), columns = 16 * s.out_channels;
+  const uint32_t past_c = s.in_channels % 32 == 0 ? 0u : ~0u << (s.in_channels % 32);
+  int64_t set = 0;
+  for (int64_t column = 0; column < columns; ++column) {
+    const uint32_t* word = u.mask + column * words;
+    for (int64_t w = 0; w < words; ++w) set += __builtin_popcount(word[w]);
+    if ((word[words - 1] & past_c) != 0) return "the mask has bits set past the input channels";
+  }
+  if (set != u.count)
+    return "the mask has " + std::to_string(set) + " bits set but " + std::to_string(u.count) +
+           " values were given";
+  return {};
+}
+
+void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
+                             bool relu, float* y, SparseMode mode) {
+  const std::string error = validate(s, u);
+  if (!error.empty()) throw std::invalid_argument(error);
+  if (s.num_tiles() == 0) return;
+  const double density = double(u.count) / double(16 * s.in_channels * s.out_channels);
+  if (mode == SparseMode::kDense || (mode == SparseMode::kAuto && density > kDenseAbove)) {
+    // Expanded into [16, C, K] and run by the dense kernel.
+    std::vector<float> dense(16 * s.in_channels * s.out_channels, 0.0f);
+    const int64_t C = s.in_channels, K = s.out_channels, words = sparse_mask_words(C);
+    int64_t at = 0;
+    for (int64_t column = 0; column < 16 * K; ++column) {
+      const int64_t t = column / K, k = column % K;
+      for (int64_t w = 0; w < words; ++w)
+        for (uint32_t bits = u.mask[column * words + w]; bits != 0; bits &= bits - 1) {
+          const int64_t c = w * 32 + __builtin_ctz(bits);
+          dense[(t * C + c) * K + k] = u.values[at++];
+        }
+    }
+    return conv_forward_cpu(x, dense.data(), s, relu, y);
+  }
+  switch (isa()) {
+#ifdef SWCNN_X86_VARIANTS
+    case Isa::kAvx512: return conv_avx512::sparse_forward(x, u, s, relu, y);
+    case Isa::kAvx2: return conv_avx2::sparse_forward(x, u, s, relu, y);
+#endif
+    default: return conv_baseline::sparse_forward(x, u, s, relu, y);
   }
 }
 

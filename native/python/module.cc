@@ -17,6 +17,7 @@
 #include "cpu_handlers.h"
 #include "ffi_capsule.h"
 #include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 
 namespace nb = nanobind;
@@ -26,6 +27,8 @@ namespace {
 
 using InArray4 = nb::ndarray<const float, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
 using InArray3 = nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+using InMask = nb::ndarray<const int32_t, nb::ndim<3>, nb::c_contig, nb::device::cpu>;
+using InValues = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using OutArray = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using NumpyArray = nb::ndarray<nb::numpy, float>;
 
@@ -170,6 +173,38 @@ nb::tuple conv_backward(InArray4 x, InArray3 u, InArray4 dy, int64_t pad_top, in
   return nb::make_tuple(dx_array, du_array);
 }
 
+swcnn::SparseMode sparse_mode(const std::string& mode) {
+  if (mode == "auto") return swcnn::SparseMode::kAuto;
+  if (mode == "sparse") return swcnn::SparseMode::kSparse;
+  if (mode == "dense") return swcnn::SparseMode::kDense;
+  throw nb::value_error("mode must be 'auto', 'sparse' or 'dense'");
+}
+
+nb::object sparse_conv_forward(InArray4 x, InMask mask, InValues values, int64_t pad_top,
+                               int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
+                               int64_t out_h, int64_t out_w, bool relu,
+                               const std::string& mode) {
+  const int64_t C = int64_t(x.shape(3)), K = int64_t(mask.shape(1));
+  if (mask.shape(0) != 16 || int64_t(mask.shape(2)) != swcnn::sparse_mask_words(C))
+    throw nb::value_error("mask must have shape [16, K, ceil(C / 32)] for the input's C");
+  const swcnn::ConvShape s{int64_t(x.shape(0)), int64_t(x.shape(1)), int64_t(x.shape(2)),
+                           C, K, pad_top, pad_left, tiles_h, tiles_w, out_h, out_w};
+  // int32 on the Python side (every framework has it); the bits are the same.
+  const swcnn::SparseKernel u{reinterpret_cast<const uint32_t*>(mask.data()), values.data(),
+                              int64_t(values.shape(0))};
+  check(swcnn::validate(s, u));
+  const swcnn::SparseMode chosen = sparse_mode(mode);
+  std::optional<OutArray> none;
+  nb::object result;
+  float* y = output_buffer(none, {size_t(s.batch), size_t(out_h), size_t(out_w), size_t(K)},
+                           result);
+  {
+    nb::gil_scoped_release release;
+    swcnn::sparse_conv_forward_cpu(x.data(), u, s, relu, y, chosen);
+  }
+  return result;
+}
+
 }  // namespace
 
 NB_MODULE(_native, module) {
@@ -199,12 +234,19 @@ NB_MODULE(_native, module) {
   module.def("conv_backward", &conv_backward, nb::arg("x"), nb::arg("u"), nb::arg("dy"),
              nb::arg("pad_top"), nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
              nb::arg("relu"), "(dx, du): the fused convolution's gradients for dy.");
+  module.def("sparse_conv_forward", &sparse_conv_forward, nb::arg("x"), nb::arg("mask"),
+             nb::arg("values"), nb::arg("pad_top"), nb::arg("pad_left"), nb::arg("tiles_h"),
+             nb::arg("tiles_w"), nb::arg("out_h"), nb::arg("out_w"), nb::arg("relu"),
+             nb::arg("mode") = "auto",
+             "y[N, OH, OW, K]: the Winograd(-ReLU) convolution with a compressed kernel "
+             "(mask int32 [16, K, ceil(C/32)], values in (t, k, c) order).");
   module.def("conv_isa", []() { return std::string(swcnn::conv_isa()); },
              "The instruction set the fused kernels use on this CPU.");
   module.def("kernels", []() {
     return std::vector<std::string>{"input_transform_cpu", "input_transform_backward_cpu",
                                     "output_transform_cpu", "output_transform_backward_cpu",
-                                    "conv_forward_cpu", "conv_backward_cpu"};
+                                    "conv_forward_cpu", "conv_backward_cpu",
+                                    "sparse_conv_forward_cpu"};
   });
   module.def("register_tensorflow_cpu_targets", [](const std::string& library) {
     std::string error = swcnn::tensorflow::register_cpu_targets(library);

@@ -1,0 +1,52 @@
+// The sparse Winograd F(2x2, 3x3) convolution on the CPU (inference only):
+// the forward pass of conv.h with a kernel most of whose weights are zero,
+// computed with multiplications only for the non-zero weights.
+//
+// Compressed kernel (the layout SparseWinogradReLUConv2D stores):
+//   mask   : [16, K, words] 32-bit words, words = ceil(C / 32); bit c % 32 of
+//            mask[t, k, c / 32] is set when u[t, c, k] is stored
+//   values : the stored weights, ordered by (t, k, c)
+// so storage is one bit per weight plus one float per stored weight.
+//
+// The kernel transforms a block of tiles as the dense one does, turns the
+// block so that tiles are the vector lanes, and for every output channel k
+// and position t adds w * v[t][c][lanes] for the stored (c, w) of column
+// (t, k) only; the output transform then runs on the lanes. Above a density
+// where that stops paying (kDenseAbove), the kernel is expanded and the dense
+// fused kernel runs instead.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "swcnn/conv.h"
+
+namespace swcnn {
+
+struct SparseKernel {
+  const uint32_t* mask = nullptr;  // [16, K, words]
+  const float* values = nullptr;   // [count]
+  int64_t count = 0;               // stored weights (the mask's set bits)
+};
+
+// 32-bit words per (t, k) mask row for C input channels.
+inline int64_t sparse_mask_words(int64_t in_channels) { return (in_channels + 31) / 32; }
+
+// Which kernel runs: chosen by density, or forced (benchmarks, tests).
+enum class SparseMode { kAuto, kSparse, kDense };
+
+// The stored fraction above which kAuto runs the dense kernel (measured:
+// docs/performance.md, "Sparse inference").
+constexpr double kDenseAbove = 0.4;
+
+// Empty when `s` and `u` are consistent (the mask has exactly `count` set
+// bits, none past channel C), else a message naming the problem.
+std::string validate(const ConvShape& s, const SparseKernel& u);
+
+// y = the convolution of x with the kernel `u` stands for. Throws
+// std::invalid_argument for what `validate` refuses, std::bad_alloc when
+// scratch memory runs out.
+void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
+                             bool relu, float* y, SparseMode mode = SparseMode::kAuto);
+
+}  // namespace swcnn
