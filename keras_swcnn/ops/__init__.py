@@ -120,7 +120,64 @@ def winograd_conv2d(
     return impl.winograd_conv2d(x, kernel, _check_padding(padding), winograd_activation)
 
 
+SPARSE_MODES = ("auto", "sparse", "dense")
+
+
+def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
+                           implementation="auto", mode="auto"):
+    """``winograd_conv2d`` with a compressed kernel: multiplications only for stored weights.
+
+    The kernel is ``(mask, values)`` as ``keras_swcnn.sparse.format`` lays it
+    out (``format.compress`` makes it from a ``(4, 4, C, K)`` kernel). Inference
+    only: no gradients flow through the native kernel.
+
+    Args:
+        x: NHWC tensor.
+        mask: int32 ``[16, K, ceil(C / 32)]``.
+        values: float32 ``[count]``, ``count`` the mask's set bits.
+        padding, winograd_activation, implementation: as in ``winograd_conv2d``.
+        mode: ``"auto"`` (the sparse kernel below the density where it stops
+            paying, the dense fused kernel above), ``"sparse"`` or ``"dense"``
+            (force one: benchmarks, tests). Native kernels only.
+
+    Example:
+        >>> import numpy as np
+        >>> from keras_swcnn import ops as wops
+        >>> from keras_swcnn.sparse import format
+        >>> u = np.zeros((4, 4, 2, 3), "float32"); u[1, 1, 0, 2] = 1.0
+        >>> mask, values = format.compress(u)
+        >>> x = np.random.rand(1, 6, 6, 2).astype("float32")
+        >>> wops.sparse_winograd_conv2d(x, mask, values).shape
+        (1, 6, 6, 3)
+    """
+    if winograd_activation not in WINOGRAD_ACTIVATIONS:
+        raise ValueError(
+            f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
+    if mode not in SPARSE_MODES:
+        raise ValueError(f"mode must be one of {SPARSE_MODES}, got {mode!r}.")
+    mask_shape = tuple(getattr(mask, "shape", ()))
+    channels = tuple(getattr(x, "shape", ()))[-1:]
+    if channels and channels[0] is not None:
+        from keras_swcnn.sparse import format as sparse_format
+
+        if len(mask_shape) != 3 or mask_shape[0] != 16 or (
+                mask_shape[2] != sparse_format.mask_words(channels[0])):
+            raise ValueError(
+                f"mask shape {mask_shape} does not fit {channels[0]} input channels: expected "
+                f"(16, filters, {sparse_format.mask_words(channels[0])}).")
+    if len(tuple(getattr(values, "shape", (0,)))) != 1:
+        raise ValueError(f"values must be 1D, got shape {tuple(values.shape)}.")
+    impl = resolve_implementation(implementation)
+    can_run = getattr(impl, "can_run", None)
+    if can_run is not None and implementation == "auto" and not can_run(x):
+        impl = reference
+    return impl.sparse_winograd_conv2d(
+        x, mask, values, _check_padding(padding), winograd_activation, mode)
+
+
 __all__ = [
+    "SPARSE_MODES",
+    "sparse_winograd_conv2d",
     "IMPLEMENTATIONS",
     "batched_product",
     "check_implementation",

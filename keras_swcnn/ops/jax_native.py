@@ -188,6 +188,32 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     return y.astype(dtype)
 
 
+_SPARSE_MODE_CODES = {"auto": 0, "sparse": 1, "dense": 2}
+
+
+def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
+                           mode="auto"):
+    """Native sparse convolution (see ``keras_swcnn.ops.sparse_winograd_conv2d``); CPU only.
+
+    Inference only: the call has no gradient. On CUDA the kernel is expanded
+    and the dense path runs.
+    """
+    x, dtype = _as_float32(x)
+    mask = jnp.asarray(mask, jnp.int32)
+    values = jnp.asarray(values, jnp.float32)
+    geometry = _geometry(x.shape, padding)
+    relu = winograd_activation == "relu"
+    if not _fused():
+        from keras_swcnn.sparse import format as sparse_format
+
+        kernel = sparse_format.expand(mask, values, x.shape[-1])
+        return _conv(x, kernel, padding, relu).astype(dtype)
+    shape = (x.shape[0], geometry.out_h, geometry.out_w, mask.shape[1])
+    y = _call("swcnn_sparse_conv_forward", shape, x, mask, values,
+              mode=_SPARSE_MODE_CODES[mode], **_tile_attributes(geometry, relu))
+    return y.astype(dtype)
+
+
 def input_transform(x, padding="same", relu=True):
     """Native ``(relu of) B^T d B`` as ``[16, N*TH*TW, C]`` (forward only)."""
     x, dtype = _as_float32(x)

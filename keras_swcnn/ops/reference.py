@@ -100,3 +100,16 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     v = input_transform(x, padding, relu=winograd_activation == "relu")
     m = batched_product(v, kernel)
     return output_transform(m, geometry)
+
+
+def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
+                           mode="auto"):
+    """The convolution with a compressed kernel (``keras_swcnn.sparse.format``): expanded, then dense.
+
+    ``mode`` only matters to the native kernels; the reference computes the same function.
+    """
+    del mode
+    from keras_swcnn.sparse import format as sparse_format
+
+    kernel = sparse_format.expand(mask, values, ops.shape(x)[-1])
+    return winograd_conv2d(x, ops.cast(kernel, x.dtype), padding, winograd_activation)

@@ -230,6 +230,56 @@ def _backward(x, kernel, dy, padding, relu):
     return dx, du
 
 
+_SPARSE_MODE_CODES = {"auto": 0, "sparse": 1, "dense": 2}
+
+
+def _sparse_forward_static(x, mask, values, padding, relu, mode):
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    n, h, w, c = x.shape
+    k = mask.shape[1]
+    return _custom_call(
+        "swcnn_tf_sparse_conv_forward", [x, mask, values], (n, g.out_h, g.out_w, k),
+        n, h, w, c, k, g.pad_top, g.pad_left, g.tiles_h, g.tiles_w, g.out_h, g.out_w, relu,
+        values.shape[0], _SPARSE_MODE_CODES[mode])
+
+
+@tf.function(jit_compile=True, reduce_retracing=False)
+def _sparse_forward(x, mask, values, padding, relu, mode):
+    if x.shape[0] is not None:
+        return _sparse_forward_static(x, mask, values, padding, relu, mode)
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    y, _ = _over_batch(
+        lambda xs: (_sparse_forward_static(xs, mask, values, padding, relu, mode), []), [x],
+        _chunk_size(x, padding), (g.out_h, g.out_w, mask.shape[1]), [])
+    return y
+
+
+def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
+                           mode="auto"):
+    """Native sparse convolution (see ``keras_swcnn.ops.sparse_winograd_conv2d``).
+
+    Inference only (no gradient). A mask whose set bits do not match the
+    number of values makes the kernel return NaN: TensorFlow gives custom
+    calls no error channel, and the mask's contents are unknown while tracing.
+    """
+    error = unavailable_reason()
+    if error:
+        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    x, dtype = _as_float32(x)
+    if x.shape.rank != 4 or not can_run(x):
+        raise ValueError(
+            "The native TensorFlow path needs a 4D NHWC input with height, width and channels "
+            f"known while tracing; got shape {x.shape}.")
+    winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    mask = tf.convert_to_tensor(mask, tf.int32)
+    values = tf.convert_to_tensor(values, tf.float32)
+    if not mask.shape.is_fully_defined() or not values.shape.is_fully_defined():
+        raise ValueError("The mask and values must have static shapes.")
+    y = _sparse_forward(tf.stop_gradient(x), tf.stop_gradient(mask), tf.stop_gradient(values),
+                        padding, winograd_activation == "relu", mode)
+    return tf.cast(y, dtype)
+
+
 def _validate(x, kernel, padding):
     if x.shape.rank != 4:
         raise ValueError(f"Expected a 4D NHWC input, got shape {x.shape}.")

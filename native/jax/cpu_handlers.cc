@@ -6,6 +6,7 @@
 
 #include "ffi_shapes.h"
 #include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -83,7 +84,33 @@ ffi::Error ConvBackward(F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F3
   });
 }
 
+ffi::Error SparseConvForward(F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer values,
+                             F32Result y, int64_t pad_top, int64_t pad_left, int64_t tiles_h,
+                             int64_t tiles_w, bool relu, int64_t mode) {
+  swcnn::ConvShape s;
+  ffi::Error error = sparse_conv_shape(x.dimensions(), mask.dimensions(), values.dimensions(),
+                                       y->dimensions(), pad_top, pad_left, tiles_h, tiles_w, &s);
+  if (error.failure()) return error;
+  if (mode < 0 || mode > 2) return invalid("mode must be 0 (auto), 1 (sparse) or 2 (dense)");
+  // int32 in the framework; the bits are the mask's.
+  const swcnn::SparseKernel u{reinterpret_cast<const uint32_t*>(mask.typed_data()),
+                              values.typed_data(), int64_t(values.element_count())};
+  return run_kernel([&] {
+    swcnn::sparse_conv_forward_cpu(x.typed_data(), u, s, relu, y->typed_data(),
+                                   static_cast<swcnn::SparseMode>(mode));
+  });
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnSparseConvForwardCpu, SparseConvForward,
+    input_transform_attributes(ffi::Ffi::Bind()
+                                   .Arg<F32Buffer>()
+                                   .Arg<ffi::Buffer<ffi::S32>>()
+                                   .Arg<F32Buffer>()
+                                   .Ret<F32Buffer>())
+        .Attr<int64_t>("mode"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnConvForwardCpu, ConvForward,

@@ -10,4 +10,5 @@ XLA_FFI_Error* SwcnnOutputTransformCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnOutputTransformBackwardCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnConvForwardCpu(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnConvBackwardCpu(XLA_FFI_CallFrame* call_frame);
+XLA_FFI_Error* SwcnnSparseConvForwardCpu(XLA_FFI_CallFrame* call_frame);
 }

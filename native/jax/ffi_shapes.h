@@ -5,10 +5,12 @@
 
 #include <cstdint>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
 #include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -72,6 +74,25 @@ inline ffi::Error conv_shape(ffi::Span<const int64_t> x, ffi::Span<const int64_t
   return ffi::Error::Success();
 }
 
+// The sparse convolution's shape from x [N, H, W, C], mask [16, K, words],
+// values [count] and the NHWC output; the mask's contents are checked too.
+inline ffi::Error sparse_conv_shape(ffi::Span<const int64_t> x, ffi::Span<const int64_t> mask,
+                                    ffi::Span<const int64_t> values,
+                                    ffi::Span<const int64_t> y, int64_t pad_top,
+                                    int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
+                                    ConvShape* s) {
+  if (x.size() != 4) return invalid("input must be 4D NHWC");
+  if (mask.size() != 3 || mask[0] != 16 || mask[2] != sparse_mask_words(x[3]))
+    return invalid("mask must have shape [16, K, ceil(C / 32)] with C the input's channels");
+  if (values.size() != 1) return invalid("values must be 1D");
+  if (y.size() != 4 || y[0] != x[0] || y[3] != mask[1])
+    return invalid("output must have shape [N, OH, OW, K] for the input and mask");
+  *s = {x[0], x[1], x[2], x[3], mask[1], pad_top, pad_left, tiles_h, tiles_w, y[1], y[2]};
+  std::string error = validate(*s);
+  if (!error.empty()) return invalid(error);
+  return ffi::Error::Success();
+}
+
 // Runs a kernel that may throw (scratch memory, worker failures) and turns
 // any exception into an ffi::Error: nothing escapes into XLA.
 template <typename Fn>
@@ -79,6 +100,8 @@ ffi::Error run_kernel(Fn&& fn) {
   try {
     fn();
     return ffi::Error::Success();
+  } catch (const std::invalid_argument& error) {  // what a kernel's own validation refused
+    return invalid(error.what());
   } catch (const std::exception& error) {
     return ffi::Error::Internal(std::string("keras_swcnn: ") + error.what());
   } catch (...) {

@@ -265,6 +265,7 @@ NB_MODULE(_native, module) {
     targets["swcnn_output_transform_backward"] = handler_capsule(SwcnnOutputTransformBackwardCpu);
     targets["swcnn_conv_forward"] = handler_capsule(SwcnnConvForwardCpu);
     targets["swcnn_conv_backward"] = handler_capsule(SwcnnConvBackwardCpu);
+    targets["swcnn_sparse_conv_forward"] = handler_capsule(SwcnnSparseConvForwardCpu);
     return targets;
   }, "XLA FFI handlers for JAX's CPU platform, as {target name: PyCapsule}.");
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 
 namespace swcnn::tensorflow {
@@ -106,6 +107,24 @@ extern "C" void SwcnnTfConvBackward(void* out, const void** in, const char* opaq
       {du, 16 * s.in_channels * s.out_channels}});
 }
 
+// Opaque "N H W C K pad_top pad_left tiles_h tiles_w out_h out_w relu count
+// mode"; operands x, mask (int32 bits), values. A mask that does not match
+// the values (checked by the kernel) poisons the output.
+extern "C" void SwcnnTfSparseConvForward(void* out, const void** in, const char* opaque,
+                                         size_t length, void* /*status*/) {
+  int64_t v[14];
+  if (!parse(opaque, length, 14, v)) return;
+  const ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
+  if (!validate(s).empty() || v[13] < 0 || v[13] > 2) return;
+  const SparseKernel u{static_cast<const uint32_t*>(in[1]), static_cast<const float*>(in[2]),
+                       v[12]};
+  float* y = static_cast<float*>(out);
+  run_or_poison([&] {
+    sparse_conv_forward_cpu(static_cast<const float*>(in[0]), u, s, v[11] != 0, y,
+                            static_cast<SparseMode>(v[13]));
+  }, {{y, s.batch * s.out_h * s.out_w * s.out_channels}});
+}
+
 extern "C" void SwcnnTfInputTransform(void* out, const void** in, const char* opaque,
                                       size_t length, void* /*status*/) {
   InputTransformShape s;
@@ -160,6 +179,7 @@ std::vector<CustomCallTarget> cpu_targets() {
        reinterpret_cast<void*>(&SwcnnTfOutputTransformBackward)},
       {"swcnn_tf_conv_forward", reinterpret_cast<void*>(&SwcnnTfConvForward)},
       {"swcnn_tf_conv_backward", reinterpret_cast<void*>(&SwcnnTfConvBackward)},
+      {"swcnn_tf_sparse_conv_forward", reinterpret_cast<void*>(&SwcnnTfSparseConvForward)},
   };
 }
 
