@@ -143,7 +143,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     Example:
         >>> import numpy as np
         >>> from keras_swcnn import ops as wops
-        >>> from keras_swcnn.sparse import format
+        >>> from keras_swcnn import sparse_format as format
         >>> u = np.zeros((4, 4, 2, 3), "float32"); u[1, 1, 0, 2] = 1.0
         >>> mask, values = format.compress(u)
         >>> x = np.random.rand(1, 6, 6, 2).astype("float32")
@@ -158,7 +158,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     mask_shape = tuple(getattr(mask, "shape", ()))
     channels = tuple(getattr(x, "shape", ()))[-1:]
     if channels and channels[0] is not None:
-        from keras_swcnn.sparse import format as sparse_format
+        from keras_swcnn import sparse_format
 
         if len(mask_shape) != 3 or mask_shape[0] != 16 or (
                 mask_shape[2] != sparse_format.mask_words(channels[0])):

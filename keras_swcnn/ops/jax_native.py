@@ -204,7 +204,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     geometry = _geometry(x.shape, padding)
     relu = winograd_activation == "relu"
     if not _fused():
-        from keras_swcnn.sparse import format as sparse_format
+        from keras_swcnn import sparse_format
 
         kernel = sparse_format.expand(mask, values, x.shape[-1])
         return _conv(x, kernel, padding, relu).astype(dtype)

@@ -109,7 +109,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     ``mode`` only matters to the native kernels; the reference computes the same function.
     """
     del mode
-    from keras_swcnn.sparse import format as sparse_format
+    from keras_swcnn import sparse_format
 
     kernel = sparse_format.expand(mask, values, ops.shape(x)[-1])
     return winograd_conv2d(x, ops.cast(kernel, x.dtype), padding, winograd_activation)

@@ -1,4 +1,4 @@
-"""The compressed Winograd-kernel format: one bit per weight, one float per stored weight.
+"""The compressed Winograd-kernel format (also `keras_swcnn.sparse.format`): a bit per weight, a float per stored one.
 
 A ``(4, 4, C, K)`` Winograd-domain kernel ``U`` (positions ``t = 4 * i + j``)
 is stored as
@@ -14,7 +14,7 @@ bytes (at ``d = 0.1``: 7.6x smaller).
 
 Example:
     >>> import numpy as np
-    >>> from keras_swcnn.sparse import format
+    >>> from keras_swcnn import sparse_format as format
     >>> kernel = np.zeros((4, 4, 3, 2), "float32"); kernel[0, 1, 2, 1] = 5.0
     >>> mask, values = format.compress(kernel)
     >>> mask.shape, values.tolist()
