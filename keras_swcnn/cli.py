@@ -1,8 +1,9 @@
-"""The ``swcnn`` command: demo, train, evaluate, convert-tensorpack, info.
+"""The ``swcnn`` command: demo, train, evaluate, benchmark, convert-tensorpack, info.
 
     swcnn demo            # train + prune a small ResNet-18 on Fashion-MNIST, report (≈10 min, 2 cores)
     swcnn demo --quick    # the same on a few hundred images (seconds)
     swcnn info            # versions, backend, native kernels
+    swcnn benchmark       # sparse vs dense vs Conv2D inference time (table + PNG)
 """
 
 import argparse
@@ -88,6 +89,48 @@ def cmd_convert(args):
     return 0
 
 
+def _shape_list(text):
+    shapes = []
+    for item in text.split(","):
+        parts = item.lower().replace("->", "x").split("x")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise argparse.ArgumentTypeError(f"expected HxWxCxK shapes, got {item!r}")
+        shapes.append(tuple(int(p) for p in parts))
+    return shapes
+
+
+def cmd_benchmark(args):
+    from keras_swcnn import benchmark
+
+    rows = []
+    for batch in args.batch:
+        rows += benchmark.layer_table(args.shapes, args.densities, batch, args.repeats)
+    print(f"Layer inference, backend {keras_backend()}: median of {args.repeats} interleaved runs")
+    print(benchmark.format_layer_table(rows))
+    models = []
+    if not args.skip_model:
+        for batch in args.batch:
+            m = benchmark.model_table(batch, args.repeats, weights=args.weights)
+            models.append(m)
+            print(f"ResNet18(weights={m['weights']!r}) batch {batch}: Winograd density "
+                  f"{m['winograd_density']:.3f}; spatial {m['spatial_s'] * 1e3:.2f} ms, dense "
+                  f"Winograd {m['dense_s'] * 1e3:.2f} ms, sparse {m['sparse_s'] * 1e3:.2f} ms: "
+                  f"{m['speedup_vs_spatial']:.2f}x faster than spatial, "
+                  f"{m['speedup_vs_dense']:.2f}x faster than dense")
+    if args.plot:
+        print(f"plot: {benchmark.plot_speedup(rows, args.plot)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"backend": keras_backend(), "layers": rows, "models": models}, f, indent=1)
+    return 0
+
+
+def keras_backend():
+    import keras
+
+    return keras.backend.backend()
+
+
 def _training_arguments(parser, epochs, prune_epochs):
     parser.add_argument("--width", type=int, default=16, help="first-stage width (paper: 64)")
     parser.add_argument("--epochs", type=int, default=epochs, help="dense training epochs")
@@ -127,6 +170,22 @@ def build_parser():
     evaluate.add_argument("--width", type=int, default=16)
     evaluate.add_argument("--test-samples", type=int, default=None)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = commands.add_parser(
+        "benchmark", help="inference time of sparse Winograd layers and ResNet18 vs Conv2D")
+    bench.add_argument("--batch", type=int, nargs="+", default=[32, 1])
+    bench.add_argument("--densities", type=_densities, default="1.0,0.5,0.3,0.2,0.1,0.05")
+    bench.add_argument("--shapes", type=_shape_list,
+                       default="56x56x64x64,28x28x128x128,14x14x256x256,14x14x512x512",
+                       help="comma-separated HxWxCxK layer shapes")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--weights", default="fashion_mnist_small",
+                       help="registered weights of the whole-model row")
+    bench.add_argument("--skip-model", action="store_true", help="layers only")
+    bench.add_argument("--plot", default="swcnn_sparse_speedup.png",
+                       help="PNG of speedup vs density ('' for none)")
+    bench.add_argument("--json", help="also write the results to this file")
+    bench.set_defaults(func=cmd_benchmark)
 
     convert = commands.add_parser(
         "convert-tensorpack", help="convert the paper's TF1/tensorpack checkpoint to ResNet18 weights")
