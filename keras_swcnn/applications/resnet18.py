@@ -28,7 +28,7 @@ def _l2(weight_decay):
 
 
 def _conv3x3(x, filters, name, conv, winograd_activation, weight_decay):
-    """One 3x3 convolution of a residual branch, in the chosen variant (DESIGN.md section 1).
+    """One 3x3 convolution of a residual branch, in the chosen variant (docs/design.md, section 1).
 
     (c) Winograd-ReLU: the ReLU is inside the layer (after the input transform);
     (b) Winograd-native and (a) spatial: a spatial ReLU comes first.

@@ -5,7 +5,7 @@
 // front doors over these functions. Every front door calls `validate` and
 // refuses the call before a kernel runs when it returns a message.
 //
-// Layouts (see DESIGN.md section 1):
+// Layouts (docs/design.md, section 1):
 //   x : [N, H, W, C]            NHWC input, float32
 //   v : [16, N * TH * TW, C]    transformed tiles, position t = 4 * i + j
 //   m : [16, N * TH * TW, K]    per-position products (v[t] @ u[t])
