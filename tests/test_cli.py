@@ -1,5 +1,7 @@
 """The swcnn command line."""
 
+import json
+import os
 import subprocess
 import sys
 
@@ -43,3 +45,23 @@ def test_demo_quick(tmp_path, capsys):
     assert "final test accuracy" in out and "fewer multiplications" in out
     with open(plot, "rb") as f:
         assert f.read(4) == b"\x89PNG"
+
+
+def test_benchmark_writes_table_plot_and_json(tmp_path, capsys):
+    plot, report = str(tmp_path / "speedup.png"), str(tmp_path / "report.json")
+    assert cli.main(["benchmark", "--batch", "2", "--shapes", "6x6x8x8", "--densities",
+                     "0.5,0.1", "--repeats", "1", "--plot", plot, "--json", report]) == 0
+    out = capsys.readouterr().out
+    assert "| 6x6x8->8 | 2 | 0.10 |" in out
+    assert "faster than spatial" in out
+    assert os.path.getsize(plot) > 0
+    with open(report) as f:
+        data = json.load(f)
+    assert [row["density"] for row in data["layers"]] == [0.5, 0.1]
+    assert data["models"][0]["winograd_density"] < 0.2  # the shipped pruned weights
+
+
+def test_benchmark_refuses_bad_shapes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["benchmark", "--shapes", "6x6x8"])
+    assert "HxWxCxK" in capsys.readouterr().err
