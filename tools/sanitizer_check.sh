@@ -19,4 +19,5 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=lib
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 KERAS_BACKEND=${KERAS_BACKEND:-jax} "$PYTHON" -m pytest -q -p no:cacheprovider \
-  tests/test_native_transforms.py tests/test_native_ops.py tests/test_fused_conv.py "$@"
+  tests/test_native_transforms.py tests/test_native_ops.py tests/test_fused_conv.py \
+  tests/test_sparse.py "$@"

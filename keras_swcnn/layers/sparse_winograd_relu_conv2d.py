@@ -5,8 +5,7 @@ import keras
 from keras import ops
 
 from keras_swcnn import ops as winograd_ops
-from keras_swcnn import winograd
-from keras_swcnn.layers.winograd_relu_conv2d import WinogradReLUConv2D
+from keras_swcnn.layers.winograd_relu_conv2d import WinogradReLUConv2D, conv_output_shape
 from keras_swcnn import sparse_format
 
 
@@ -125,14 +124,7 @@ class SparseWinogradReLUConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)
-        if self.data_format == "channels_last":
-            n, h, w, _ = input_shape
-        else:
-            n, _, h, w = input_shape
-        h, w = (winograd.output_length(d, self.padding) for d in (h, w))
-        if self.data_format == "channels_last":
-            return (n, h, w, self.filters)
-        return (n, self.filters, h, w)
+        return conv_output_shape(input_shape, self.filters, self.padding, self.data_format)
 
     @property
     def density(self):

@@ -27,6 +27,24 @@ def _as_pair(value, name):
     return pair
 
 
+def conv_output_shape(input_shape, filters, padding, data_format):
+    """The output shape of a 3x3 stride-1 convolution layer (both data formats)."""
+    if data_format == "channels_last":
+        n, h, w, _ = input_shape
+    else:
+        n, _, h, w = input_shape
+    h, w = (winograd.output_length(d, padding) for d in (h, w))
+    for d in (h, w):
+        if d is not None and d < 1:
+            raise ValueError(
+                "A 3x3 'valid' convolution needs spatial dimensions of at least 3; "
+                f"got input shape {tuple(input_shape)}."
+            )
+    if data_format == "channels_last":
+        return (n, h, w, filters)
+    return (n, filters, h, w)
+
+
 @keras.saving.register_keras_serializable(package="keras_swcnn")
 class WinogradReLUConv2D(keras.layers.Layer):
     """3x3 stride-1 convolution whose kernel lives in the Winograd F(2x2, 3x3) domain.
@@ -225,20 +243,7 @@ class WinogradReLUConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)
-        if self.data_format == "channels_last":
-            n, h, w, _ = input_shape
-        else:
-            n, _, h, w = input_shape
-        h, w = (winograd.output_length(d, self.padding) for d in (h, w))
-        for d in (h, w):
-            if d is not None and d < 1:
-                raise ValueError(
-                    "A 3x3 'valid' convolution needs spatial dimensions of at least 3; "
-                    f"got input shape {tuple(input_shape)}."
-                )
-        if self.data_format == "channels_last":
-            return (n, h, w, self.filters)
-        return (n, self.filters, h, w)
+        return conv_output_shape(input_shape, self.filters, self.padding, self.data_format)
 
     def get_prunable_weights(self):
         """The weights pruning acts on: the Winograd-domain kernel (tfmot's ``PrunableLayer`` API)."""

@@ -6,7 +6,8 @@ kernels); ``densify`` goes back. Other layers are shared, not copied.
 
 Example:
     >>> from keras_swcnn import applications, sparse
-    >>> model = applications.ResNet18(weights="fashion_mnist_small")  # pruned to density 0.10
+    >>> model = applications.ResNet18(variant="small", input_shape=(28, 28, 1), classes=10,
+    ...                               width=16, weights="fashion_mnist_small")  # density 0.10
     >>> fast = sparse.sparsify(model)
     >>> len(sparse.sparse_layers(fast)) == len(sparse.winograd_layers(model))
     True
@@ -80,7 +81,8 @@ def sparsify(model, min_sparsity=0.5, sparse_mode="auto"):
 
     Example:
         >>> from keras_swcnn.applications import ResNet18
-        >>> model = ResNet18(weights="fashion_mnist_small")
+        >>> model = ResNet18(variant="small", input_shape=(28, 28, 1), classes=10, width=16,
+        ...                  weights="fashion_mnist_small")
         >>> fast = sparsify(model)
         >>> fast.predict(np.zeros((1, 28, 28, 1), "float32"), verbose=0).shape
         (1, 10)
@@ -103,7 +105,8 @@ def densify(model):
 
     Example:
         >>> from keras_swcnn.applications import ResNet18
-        >>> model = ResNet18(weights="fashion_mnist_small")
+        >>> model = ResNet18(variant="small", input_shape=(28, 28, 1), classes=10, width=16,
+        ...                  weights="fashion_mnist_small")
         >>> len(winograd_layers(densify(sparsify(model)))) == len(winograd_layers(model))
         True
     """
