@@ -5,7 +5,8 @@ import keras
 from keras import ops
 
 from keras_swcnn import ops as winograd_ops
-from keras_swcnn.layers.winograd_relu_conv2d import WinogradReLUConv2D, conv_output_shape
+from keras_swcnn.layers.winograd_relu_conv2d import (
+    WinogradReLUConv2D, conv_output_shape, run_channels_last)
 from keras_swcnn import sparse_format
 
 
@@ -107,20 +108,13 @@ class SparseWinogradReLUConv2D(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={self._channel_axis: channels})
 
     def call(self, inputs):
-        x = inputs
-        if self.data_format == "channels_first":
-            x = ops.transpose(x, (0, 2, 3, 1))
-        y = winograd_ops.sparse_winograd_conv2d(
-            x, self.mask, self.values, padding=self.padding,
-            winograd_activation=self.winograd_activation, implementation=self.implementation,
-            mode=self.sparse_mode)
-        if self.use_bias:
-            y = y + ops.cast(self.bias, y.dtype)
-        if self.data_format == "channels_first":
-            y = ops.transpose(y, (0, 3, 1, 2))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
+        return run_channels_last(
+            inputs,
+            lambda x: winograd_ops.sparse_winograd_conv2d(
+                x, self.mask, self.values, padding=self.padding,
+                winograd_activation=self.winograd_activation,
+                implementation=self.implementation, mode=self.sparse_mode),
+            self.data_format, self.bias, self.activation)
 
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)

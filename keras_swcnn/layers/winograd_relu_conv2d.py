@@ -27,6 +27,21 @@ def _as_pair(value, name):
     return pair
 
 
+def run_channels_last(inputs, conv, data_format, bias, activation):
+    """``conv`` (NHWC in, NHWC out) on ``inputs`` of either data format, then bias and activation."""
+    x = inputs
+    if data_format == "channels_first":
+        x = ops.transpose(x, (0, 2, 3, 1))
+    y = conv(x)
+    if bias is not None:
+        y = y + ops.cast(bias, y.dtype)
+    if data_format == "channels_first":
+        y = ops.transpose(y, (0, 3, 1, 2))
+    if activation is not None:
+        y = activation(y)
+    return y
+
+
 def conv_output_shape(input_shape, filters, padding, data_format):
     """The output shape of a 3x3 stride-1 convolution layer (both data formats)."""
     if data_format == "channels_last":
@@ -223,23 +238,19 @@ class WinogradReLUConv2D(keras.layers.Layer):
         )
 
     def call(self, inputs):
-        x = inputs
-        if self.data_format == "channels_first":
-            x = ops.transpose(x, (0, 2, 3, 1))
-        y = winograd_ops.winograd_conv2d(
-            x,
-            self.kernel,
-            padding=self.padding,
-            winograd_activation=self.winograd_activation,
-            implementation=self.implementation,
+        return run_channels_last(
+            inputs,
+            lambda x: winograd_ops.winograd_conv2d(
+                x,
+                self.kernel,
+                padding=self.padding,
+                winograd_activation=self.winograd_activation,
+                implementation=self.implementation,
+            ),
+            self.data_format,
+            self.bias,
+            self.activation,
         )
-        if self.use_bias:
-            y = y + self.bias
-        if self.data_format == "channels_first":
-            y = ops.transpose(y, (0, 3, 1, 2))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
 
     def compute_output_shape(self, input_shape):
         self._check_input_shape(input_shape)
