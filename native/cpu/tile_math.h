@@ -96,21 +96,30 @@ void input_tile_backward(const float* const* dv, const float* const* v,
     input_tile_backward_loop<false>(dv, v, dx, channels);
 }
 
+// y[0..3] (row-major 2x2) = A^T m A for the 16 values m[t] of one tile. T is
+// a float (one channel) or a vector of floats (several tiles or channels).
+template <typename T>
+SWCNN_TILE_INLINE void output_values(const T* m, T* y) {
+  T r0[4], r1[4];
+  for (int c = 0; c < 4; ++c) {  // rows: A^T m
+    r0[c] = m[c] + m[4 + c] + m[8 + c];
+    r1[c] = m[4 + c] - m[8 + c] - m[12 + c];
+  }
+  y[0] = r0[0] + r0[1] + r0[2];  // columns: (A^T m) A
+  y[1] = r0[1] - r0[2] - r0[3];
+  y[2] = r1[0] + r1[1] + r1[2];
+  y[3] = r1[1] - r1[2] - r1[3];
+}
+
 // y = A^T m A for one tile; y: 4 output pointers (row-major 2x2).
 SWCNN_TILE_INLINE
 void output_tile(const float* const* m, float* const* y, int64_t channels) {
   SWCNN_IVDEP
   for (int64_t k = 0; k < channels; ++k) {
-    float r0[4], r1[4];
-    for (int c = 0; c < 4; ++c) {  // rows: A^T m
-      const float q0 = m[c][k], q1 = m[4 + c][k], q2 = m[8 + c][k], q3 = m[12 + c][k];
-      r0[c] = q0 + q1 + q2;
-      r1[c] = q1 - q2 - q3;
-    }
-    y[0][k] = r0[0] + r0[1] + r0[2];  // columns: (A^T m) A
-    y[1][k] = r0[1] - r0[2] - r0[3];
-    y[2][k] = r1[0] + r1[1] + r1[2];
-    y[3][k] = r1[1] - r1[2] - r1[3];
+    float q[16], out[4];
+    for (int t = 0; t < 16; ++t) q[t] = m[t][k];
+    output_values(q, out);
+    for (int a = 0; a < 4; ++a) y[a][k] = out[a];
   }
 }
 
