@@ -58,12 +58,15 @@ bool output_shape(const char* opaque, size_t length, OutputTransformShape* s) {
   return validate(*s).empty();
 }
 
-// Opaque "N H W C K pad_top pad_left tiles_h tiles_w out_h out_w relu".
-bool conv_shape(const char* opaque, size_t length, ConvShape* s, bool* relu) {
-  int64_t v[12];
-  if (!parse(opaque, length, 12, v)) return false;
+// Opaque "N H W C K pad_top pad_left tiles_h tiles_w out_h out_w relu",
+// followed by `extra` more integers stored in `tail` (the sparse call's).
+bool conv_shape(const char* opaque, size_t length, ConvShape* s, bool* relu, int extra = 0,
+                int64_t* tail = nullptr) {
+  int64_t v[16];
+  if (extra < 0 || 12 + extra > 16 || !parse(opaque, length, 12 + extra, v)) return false;
   *s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
   *relu = v[11] != 0;
+  std::copy_n(v + 12, extra, tail);
   return validate(*s).empty();
 }
 
@@ -112,16 +115,18 @@ extern "C" void SwcnnTfConvBackward(void* out, const void** in, const char* opaq
 // the values (checked by the kernel) poisons the output.
 extern "C" void SwcnnTfSparseConvForward(void* out, const void** in, const char* opaque,
                                          size_t length, void* /*status*/) {
-  int64_t v[14];
-  if (!parse(opaque, length, 14, v)) return;
-  const ConvShape s{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
-  if (!validate(s).empty() || v[13] < 0 || v[13] > 2) return;
+  ConvShape s;
+  bool relu = false;
+  int64_t count_and_mode[2];
+  if (!conv_shape(opaque, length, &s, &relu, 2, count_and_mode)) return;
+  const int64_t mode = count_and_mode[1];
+  if (mode < 0 || mode > 2) return;
   const SparseKernel u{static_cast<const uint32_t*>(in[1]), static_cast<const float*>(in[2]),
-                       v[12]};
+                       count_and_mode[0]};
   float* y = static_cast<float*>(out);
   run_or_poison([&] {
-    sparse_conv_forward_cpu(static_cast<const float*>(in[0]), u, s, v[11] != 0, y,
-                            static_cast<SparseMode>(v[13]));
+    sparse_conv_forward_cpu(static_cast<const float*>(in[0]), u, s, relu, y,
+                            static_cast<SparseMode>(mode));
   }, {{y, s.batch * s.out_h * s.out_w * s.out_channels}});
 }
 
