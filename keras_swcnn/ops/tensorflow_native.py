@@ -36,6 +36,7 @@ import tensorflow as tf
 from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
 from keras_swcnn import native, winograd
+from keras_swcnn.ops import SPARSE_MODES
 from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
 _state = {"registered": False, "error": None}
@@ -230,9 +231,6 @@ def _backward(x, kernel, dy, padding, relu):
     return dx, du
 
 
-_SPARSE_MODE_CODES = {"auto": 0, "sparse": 1, "dense": 2}
-
-
 def _sparse_forward_static(x, mask, values, padding, relu, mode):
     g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
     n, h, w, c = x.shape
@@ -240,7 +238,7 @@ def _sparse_forward_static(x, mask, values, padding, relu, mode):
     return _custom_call(
         "swcnn_tf_sparse_conv_forward", [x, mask, values], (n, g.out_h, g.out_w, k),
         n, h, w, c, k, g.pad_top, g.pad_left, g.tiles_h, g.tiles_w, g.out_h, g.out_w, relu,
-        values.shape[0], _SPARSE_MODE_CODES[mode])
+        values.shape[0], SPARSE_MODES.index(mode))
 
 
 @tf.function(jit_compile=True, reduce_retracing=False)
@@ -266,7 +264,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     if error:
         raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
     x, dtype = _as_float32(x)
-    if x.shape.rank != 4 or not can_run(x):
+    if not can_run(x):
         raise ValueError(
             "The native TensorFlow path needs a 4D NHWC input with height, width and channels "
             f"known while tracing; got shape {x.shape}.")

@@ -247,13 +247,6 @@ const DecodedMask& decode(const ConvShape& s, const SparseKernel& u) {
 
 }  // namespace
 
-std::string validate(const ConvShape& s, const SparseKernel& u) {
-  std::string error = check_sparse_shape(s, u);
-  if (!error.empty()) return error;
-  std::vector<int64_t> begin;
-  return count_mask(s, u, begin);
-}
-
 void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
                              bool relu, float* y, SparseMode mode) {
   const DecodedMask& m = decode(s, u);

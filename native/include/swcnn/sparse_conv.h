@@ -17,7 +17,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include "swcnn/conv.h"
 
@@ -39,13 +38,10 @@ enum class SparseMode { kAuto, kSparse, kDense };
 // docs/performance.md, "Sparse inference").
 constexpr double kDenseAbove = 0.4;
 
-// Empty when `s` and `u` are consistent (the mask has exactly `count` set
-// bits, none past channel C), else a message naming the problem.
-std::string validate(const ConvShape& s, const SparseKernel& u);
-
 // y = the convolution of x with the kernel `u` stands for. Throws
-// std::invalid_argument for what `validate` refuses, std::bad_alloc when
-// scratch memory runs out.
+// std::invalid_argument, naming the problem, for a shape `validate` refuses
+// or a mask inconsistent with `u.count` (another number of set bits, or bits
+// past channel C), and std::bad_alloc when scratch memory runs out.
 void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
                              bool relu, float* y, SparseMode mode = SparseMode::kAuto);
 
