@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from keras_swcnn import winograd
+from keras_swcnn.benchmark import RESNET18_SHAPES
 from keras_swcnn.ops import jax_native, reference
 
-RESNET18_SHAPES = [(56, 56, 64, 64), (28, 28, 128, 128), (14, 14, 256, 256), (14, 14, 512, 512)]
 HIGHEST = jax.lax.Precision.HIGHEST
 
 

@@ -19,11 +19,9 @@ import numpy as np
 import keras
 
 from keras_swcnn import build_info
+from keras_swcnn.benchmark import RESNET18_SHAPES
 from keras_swcnn import ops as wops
 from keras_swcnn.layers import WinogradReLUConv2D
-
-# (H, W, C_in, C_out) of the Winograd layers of ResNet-18-var.
-RESNET18_SHAPES = [(56, 56, 64, 64), (28, 28, 128, 128), (14, 14, 256, 256), (14, 14, 512, 512)]
 
 
 def make_layer(kind, channels_out):

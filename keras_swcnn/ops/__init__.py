@@ -120,6 +120,7 @@ def winograd_conv2d(
     return impl.winograd_conv2d(x, kernel, _check_padding(padding), winograd_activation)
 
 
+# In the order of the native kernels' swcnn::SparseMode: a mode's index is its code.
 SPARSE_MODES = ("auto", "sparse", "dense")
 
 

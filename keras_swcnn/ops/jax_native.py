@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from keras_swcnn import native, winograd
+from keras_swcnn.ops import SPARSE_MODES
 from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
 _registered = False
@@ -188,9 +189,6 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     return y.astype(dtype)
 
 
-_SPARSE_MODE_CODES = {"auto": 0, "sparse": 1, "dense": 2}
-
-
 def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
                            mode="auto"):
     """Native sparse convolution (see ``keras_swcnn.ops.sparse_winograd_conv2d``); CPU only.
@@ -210,7 +208,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         return _conv(x, kernel, padding, relu).astype(dtype)
     shape = (x.shape[0], geometry.out_h, geometry.out_w, mask.shape[1])
     y = _call("swcnn_sparse_conv_forward", shape, x, mask, values,
-              mode=_SPARSE_MODE_CODES[mode], **_tile_attributes(geometry, relu))
+              mode=SPARSE_MODES.index(mode), **_tile_attributes(geometry, relu))
     return y.astype(dtype)
 
 
