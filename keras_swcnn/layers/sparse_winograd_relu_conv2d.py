@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_swcnn import ops as winograd_ops
 from keras_swcnn.layers.winograd_relu_conv2d import (
-    WinogradReLUConv2D, conv_output_shape, run_channels_last)
+    WinogradReLUConv2D, check_layer_options, conv_output_shape, run_channels_last)
 from keras_swcnn import sparse_format
 
 
@@ -54,23 +54,14 @@ class SparseWinogradReLUConv2D(keras.layers.Layer):
             raise ValueError(f"filters must be a positive integer, got {filters!r}.")
         if not isinstance(stored, (int, np.integer)) or stored < 0:
             raise ValueError(f"stored must be a non-negative integer, got {stored!r}.")
-        if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got padding={padding!r}.")
-        if winograd_activation not in winograd_ops.WINOGRAD_ACTIVATIONS:
-            raise ValueError(
-                f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
+        self.padding, self.data_format = check_layer_options(
+            padding, data_format, winograd_activation)
         if sparse_mode not in winograd_ops.SPARSE_MODES:
             raise ValueError(
                 f"sparse_mode must be one of {winograd_ops.SPARSE_MODES}, got {sparse_mode!r}.")
         winograd_ops.check_implementation(implementation)
         self.filters = int(filters)
         self.stored = int(stored)
-        self.padding = padding.lower()
-        self.data_format = data_format or keras.config.image_data_format()
-        if self.data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                "data_format must be 'channels_last', 'channels_first' or None, got "
-                f"{data_format!r}.")
         self.winograd_activation = winograd_activation
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)

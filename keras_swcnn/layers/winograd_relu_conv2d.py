@@ -27,6 +27,23 @@ def _as_pair(value, name):
     return pair
 
 
+def check_layer_options(padding, data_format, winograd_activation):
+    """``(padding, data_format)`` normalised, or ``ValueError`` naming what is not supported."""
+    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got padding={padding!r}.")
+    if winograd_activation not in winograd_ops.WINOGRAD_ACTIVATIONS:
+        raise ValueError(
+            f"winograd_activation must be 'relu' or None, got {winograd_activation!r}."
+        )
+    resolved = data_format or keras.config.image_data_format()
+    if resolved not in ("channels_last", "channels_first"):
+        raise ValueError(
+            "data_format must be 'channels_last', 'channels_first' or None, got "
+            f"{data_format!r}."
+        )
+    return padding.lower(), resolved
+
+
 def run_channels_last(inputs, conv, data_format, bias, activation):
     """``conv`` (NHWC in, NHWC out) on ``inputs`` of either data format, then bias and activation."""
     x = inputs
@@ -162,28 +179,15 @@ class WinogradReLUConv2D(keras.layers.Layer):
             raise ValueError(
                 f"WinogradReLUConv2D supports only groups=1, got groups={groups!r}."
             )
-        if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
-            raise ValueError(
-                f"padding must be 'same' or 'valid', got padding={padding!r}."
-            )
-        if winograd_activation not in winograd_ops.WINOGRAD_ACTIVATIONS:
-            raise ValueError(
-                "winograd_activation must be 'relu' or None, got "
-                f"{winograd_activation!r}."
-            )
+        self.padding, self.data_format = check_layer_options(
+            padding, data_format, winograd_activation
+        )
         winograd_ops.check_implementation(implementation)
         self.implementation = implementation
         self.kernel_size = (3, 3)
         self.strides = (1, 1)
         self.dilation_rate = (1, 1)
         self.groups = 1
-        self.padding = padding.lower()
-        self.data_format = data_format or keras.config.image_data_format()
-        if self.data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                "data_format must be 'channels_last', 'channels_first' or None, got "
-                f"{data_format!r}."
-            )
         self.winograd_activation = winograd_activation
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
