@@ -10,6 +10,10 @@ Example:
 
 __version__ = "0.1.0"
 
+from keras_swcnn import _keras_backend  # noqa: E402
+
+_keras_backend.apply()  # before Keras is imported: an installed backend where none is chosen
+
 from keras_swcnn import layers, ops, winograd  # noqa: E402
 from keras_swcnn.layers import WinogradReLUConv2D  # noqa: E402
 

@@ -84,8 +84,11 @@ def cmd_evaluate(args):
 def cmd_convert(args):
     from keras_swcnn.applications.convert import convert_tensorpack_checkpoint
 
-    path = convert_tensorpack_checkpoint(args.checkpoint, args.output, classes=args.classes)
-    print(f"converted {args.checkpoint} -> {path}")
+    path = convert_tensorpack_checkpoint(args.checkpoint, args.output, classes=args.classes,
+                                         masks=args.masks)
+    masked = f", masks from {args.masks}" if args.masks else ""
+    print(f"converted {args.checkpoint}{masked} -> {path}")
+    print("inputs: preprocess_input(rgb_images, mode='tensorpack') (BGR order, as the original)")
     return 0
 
 
@@ -192,6 +195,7 @@ def build_parser():
     convert.add_argument("checkpoint", help="checkpoint prefix (or .index / .data file)")
     convert.add_argument("output", help="output .weights.h5 for ResNet18(variant='imagenet')")
     convert.add_argument("--classes", type=int, default=1000)
+    convert.add_argument("--masks", help="pruning-mask pickle of the paper's prune_script.py (W * mask)")
     convert.set_defaults(func=cmd_convert)
     return parser
 

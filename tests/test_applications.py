@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from conftest import random_normal
-from keras_swcnn.applications import ResNet18, decode_predictions, preprocess_input
+from keras_swcnn.applications import ResNet18, decode_predictions, preprocess_input, preprocessing_mode
 from keras_swcnn.applications import weights as registry
 from keras_swcnn.layers import WinogradReLUConv2D
 from numpy_reference import conv, rel_error
@@ -127,64 +127,43 @@ def test_wrong_hash_truncated_file_and_wrong_architecture(local_weights, tmp_pat
         ResNet18(weights=path, **dict(kwargs, width=8))
 
 
-def test_preprocess_and_decode():
-    x = np.full((1, 2, 2, 3), 255.0)
-    np.testing.assert_allclose(preprocess_input(x)[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
-                               np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+def test_preprocess_and_decode(rng):
+    images = rng.integers(0, 256, (2, 5, 4, 3)).astype(np.float64)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    rgb = preprocess_input(images)
+    np.testing.assert_allclose(rgb, (images / 255 - mean) / std, rtol=1e-5, atol=1e-6)
+    # The original's input: OpenCV's BGR channels, normalised with the R, G, B statistics.
+    bgr = preprocess_input(images, mode="tensorpack")
+    np.testing.assert_allclose(bgr, (images[..., ::-1] / 255 - mean) / std, rtol=1e-5, atol=1e-6)
+    first = preprocess_input(images.transpose(0, 3, 1, 2), data_format="channels_first", mode="tensorpack")
+    np.testing.assert_allclose(first, bgr.transpose(0, 3, 1, 2), rtol=1e-6)
+    np.testing.assert_allclose(preprocess_input(images[0]), rgb[0], rtol=1e-6)
     assert preprocess_input(np.full((1, 2, 2, 1), 51.0)).max() == pytest.approx(0.2)
+    assert preprocessing_mode("fashion_mnist_small") == "torch"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        preprocess_input(images, mode="caffe")
+    with pytest.raises(ValueError, match="needs RGB images"):
+        preprocess_input(np.ones((1, 2, 2, 1)), mode="tensorpack")
+    with pytest.raises(ValueError, match="trained with mode='torch', not 'tensorpack'"):
+        preprocess_input(images, mode="tensorpack", weights="fashion_mnist_small")
+    with pytest.raises(ValueError, match="rank 3 or 4"):
+        preprocess_input(np.ones((4, 3)))
     with pytest.raises(ValueError, match="shape"):
         decode_predictions(np.ones((1, 3)), class_names=("a", "b"))
 
 
-def write_tensorpack_checkpoint(prefix, rng, classes=10):
-    """A checkpoint in the original's naming and layout, with random values."""
-    import tensorflow as tf
+def test_weights_files_record_their_preprocessing(tmp_path):
+    from keras_swcnn.applications import preprocessing
 
-    from keras_swcnn.applications.convert import checkpoint_names
-
-    model = ResNet18(classes=classes)
-    values = {}
-    for layer in model.layers:
-        for name, weight in zip(checkpoint_names(layer) if layer.weights else [], layer.weights):
-            shape = tuple(weight.shape)
-            if isinstance(layer, WinogradReLUConv2D):
-                shape = (16,) + shape[2:]
-            value = rng.standard_normal(shape).astype("float32") * 0.1
-            if name.endswith("variance/EMA"):
-                value = np.abs(value) + 0.5
-            values[name] = value
-    values["global_step"] = np.int64(1234)  # training state is ignored
-    with tf.Graph().as_default():
-        variables = [tf.compat.v1.Variable(v, name=n) for n, v in values.items()]
-        saver = tf.compat.v1.train.Saver(variables)
-        with tf.compat.v1.Session() as session:
-            session.run(tf.compat.v1.global_variables_initializer())
-            saver.save(session, prefix)
-    return values
-
-
-def test_tensorpack_converter(rng, tmp_path):
-    pytest.importorskip("tensorflow")
-    from keras_swcnn.applications.convert import checkpoint_names, convert_tensorpack_checkpoint
-
-    prefix = str(tmp_path / "model-1234")
-    values = write_tensorpack_checkpoint(prefix, rng)
-    out = convert_tensorpack_checkpoint(prefix, str(tmp_path / "r18.weights.h5"), classes=10)
-    model = ResNet18(weights=out, classes=10)
-    for layer in model.layers:
-        for name, weight in zip(checkpoint_names(layer) if layer.weights else [], layer.weights):
-            expected = values[name]
-            if isinstance(layer, WinogradReLUConv2D):
-                expected = expected.reshape((4, 4) + expected.shape[1:])
-            np.testing.assert_array_equal(ops.convert_to_numpy(weight), expected)
-    # The converted Winograd layer reproduces the original formula on the [16, C, K] array.
-    layer = model.get_layer("res3a_branch2b")
-    x = random_normal(rng, (1, 9, 7, 128))
-    paper = values["Winograd_W3a_3b/W"]  # [16, C, K], t = 4 i + j
-    u = np.stack([paper[4 * i: 4 * i + 4] for i in range(4)])  # explicit t -> (i, j)
-    assert rel_error(ops.convert_to_numpy(layer(x)), conv(x, u)) < 1e-5
-    with pytest.raises(FileNotFoundError, match="No TF checkpoint"):
-        convert_tensorpack_checkpoint(str(tmp_path / "missing"), str(tmp_path / "x.weights.h5"))
+    path = str(tmp_path / "m.weights.h5")
+    model = ResNet18(variant="small", input_shape=(8, 8, 3), classes=3, width=4)
+    model.save_weights(path)
+    assert preprocessing_mode(path) == "torch"  # nothing recorded: this package's own training
+    preprocessing.record_mode(path, "tensorpack")
+    assert preprocessing_mode(path) == "tensorpack"
+    ResNet18(weights=path, variant="small", input_shape=(8, 8, 3), classes=3, width=4)  # still loads
+    with pytest.raises(ValueError, match="Unknown weights"):
+        preprocessing_mode(str(tmp_path / "absent.weights.h5"))
 
 
 @pytest.mark.skipif(

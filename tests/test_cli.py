@@ -65,3 +65,49 @@ def test_benchmark_refuses_bad_shapes(capsys):
     with pytest.raises(SystemExit):
         cli.main(["benchmark", "--shapes", "6x6x8"])
     assert "HxWxCxK" in capsys.readouterr().err
+
+
+def test_backend_choice_rules(tmp_path):
+    from keras_swcnn import _keras_backend as choice
+
+    home = {"KERAS_HOME": str(tmp_path)}
+    only_jax = {"jax"}.__contains__
+    assert choice.choose(dict(home, KERAS_BACKEND="torch"), only_jax) == (None, None)
+    assert choice.choose(home, only_jax) == ("jax", None)  # no keras.json: an installed backend
+    assert choice.choose(home, {"torch"}.__contains__) == ("torch", None)
+    assert choice.choose(home, {"tensorflow", "jax", "torch"}.__contains__) == ("tensorflow", None)
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    assert choice.choose(home, {"torch", "jax"}.__contains__) == (None, None)  # the file chooses
+    backend, note = choice.choose(home, only_jax)  # the file names one that is not installed
+    assert backend == "jax" and "names 'torch', which is not installed" in note
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "numpy"}))
+    assert choice.choose(home, only_jax) == (None, None)  # Keras's other backends: its own business
+    with pytest.raises(ImportError, match=r"pip install 'keras-swcnn\[tensorflow\]'"):
+        choice.choose({"KERAS_HOME": str(tmp_path / "none")}, lambda backend: False)
+
+
+BLOCK_TENSORFLOW = """
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+sys.meta_path.insert(0, Missing())
+from keras_swcnn.cli import main
+sys.exit(main(["info", "--json"]))
+"""
+
+
+def test_swcnn_runs_on_an_install_without_tensorflow(tmp_path):
+    pytest.importorskip("jax")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json: Keras alone would pick TensorFlow and fail
+    run = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout[run.stdout.index("{"):])["keras_backend"] == "jax"
+    # Keras has now written keras.json naming TensorFlow; the next run still works, and says why.
+    run = subprocess.run([sys.executable, "-c", BLOCK_TENSORFLOW], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "using the jax backend" in run.stderr

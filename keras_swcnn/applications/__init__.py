@@ -10,11 +10,9 @@ import os
 import numpy as np
 
 from keras_swcnn.applications import weights as weights_registry
+from keras_swcnn.applications.preprocessing import (IMAGENET_MEAN, IMAGENET_STD,  # noqa: F401
+                                                    preprocess_input, preprocessing_mode)
 from keras_swcnn.applications.resnet18 import build_resnet18
-
-#: ImageNet normalisation of the original code (RGB mean and std of [0, 1] pixels).
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
@@ -111,21 +109,6 @@ def _copy_layers(source, target):
         layer.set_weights(values)
 
 
-def preprocess_input(x, data_format=None):
-    """The original code's normalisation: RGB pixels in [0, 255] -> ``(x / 255 - mean) / std``.
-
-    Grayscale inputs (one channel, e.g. Fashion-MNIST) are scaled to [0, 1].
-
-    Example:
-        >>> preprocess_input(np.full((1, 2, 2, 3), 255.0)).shape
-        (1, 2, 2, 3)
-    """
-    x = np.asarray(x, np.float32) / 255.0
-    if x.shape[-1] == 3:
-        x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return x
-
-
 def decode_predictions(preds, top=5, weights=None, class_names=None):
     """``[(class_index, class_name, score), ...]`` per sample, best first.
 
@@ -152,4 +135,4 @@ def decode_predictions(preds, top=5, weights=None, class_names=None):
     return results
 
 
-__all__ = ["ResNet18", "decode_predictions", "preprocess_input"]
+__all__ = ["ResNet18", "decode_predictions", "preprocess_input", "preprocessing_mode"]

@@ -22,6 +22,7 @@ class WeightsEntry:
         architecture: the ``ResNet18`` arguments the weights fit.
         class_names: the label of each output class.
         accuracy: the documented test accuracy (and on what).
+        preprocessing: the ``preprocess_input`` mode the weights were trained with.
     """
 
     name: str
@@ -31,6 +32,7 @@ class WeightsEntry:
     architecture: dict
     class_names: tuple
     accuracy: str = ""
+    preprocessing: str = "torch"
 
     def url(self):
         if self.origin:
