@@ -104,7 +104,11 @@ def is_training_state(name):
 
 
 def _reader(checkpoint):
-    import tensorflow as tf
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise RuntimeError("Reading the paper's TF checkpoints needs TensorFlow (any Keras backend "
+                           "can use the result): pip install 'keras-swcnn[tensorflow]'.") from error
 
     prefix = os.fspath(checkpoint)
     for suffix in (".index", ".meta"):
