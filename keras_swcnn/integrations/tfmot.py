@@ -29,30 +29,39 @@ from keras_swcnn import winograd
 from keras_swcnn.layers.winograd_relu_conv2d import DEFAULT_KERNEL_INITIALIZER
 
 
-def _reference_conv(x, kernel, padding, relu):
-    """The Winograd(-ReLU) convolution in TensorFlow ops (any shape, any device)."""
+IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
+
+
+def _keras_ops_conv(module, x, kernel, padding, winograd_activation):
+    """The convolution in ``keras.ops`` (reference or portable): TensorFlow ops, any device."""
     import keras
 
     if keras.backend.backend() == "tensorflow":
-        from keras_swcnn.ops import reference
-
-        return reference.winograd_conv2d(x, kernel, padding, "relu" if relu else None)
+        return module.winograd_conv2d(x, kernel, padding, winograd_activation)
     raise RuntimeError(
         "The tf_keras WinogradReLUConv2D needs the native TensorFlow path (CPU, known "
-        "height/width/channels) or KERAS_BACKEND=tensorflow for the reference ops; the "
+        "height/width/channels) or KERAS_BACKEND=tensorflow for the keras.ops paths; the "
         f"Keras backend is {keras.backend.backend()!r}."
     )
 
 
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu", implementation="auto"):
-    """The convolution the tf_keras layer computes, with keras-swcnn's TensorFlow kernels."""
-    from keras_swcnn.ops import tensorflow_native
+    """The convolution the tf_keras layer computes, with keras-swcnn's TensorFlow kernels.
 
-    relu = winograd_activation == "relu"
+    ``"auto"`` is the portable lowering while a model is exported (e.g. by
+    ``TFLiteConverter``; see ``keras_swcnn.export``), else native where it runs.
+    """
+    from keras_swcnn import export
+    from keras_swcnn.ops import portable, reference, tensorflow_native
+
+    if implementation == "auto":
+        implementation = export.auto_means()
+    if implementation == "portable":
+        return _keras_ops_conv(portable, x, kernel, padding, winograd_activation)
     native_ok = tensorflow_native.unavailable_reason() is None and tensorflow_native.can_run(x)
     if implementation == "native" or (implementation == "auto" and native_ok):
         return tensorflow_native.winograd_conv2d(x, kernel, padding, winograd_activation)
-    return _reference_conv(x, kernel, padding, relu)
+    return _keras_ops_conv(reference, x, kernel, padding, winograd_activation)
 
 
 @tf_keras.utils.register_keras_serializable(package="keras_swcnn")
@@ -76,8 +85,8 @@ class WinogradReLUConv2D(tf_keras.layers.Layer, tfmot.sparsity.keras.PrunableLay
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
         if winograd_activation not in ("relu", None):
             raise ValueError(f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
-        if implementation not in ("auto", "native", "reference"):
-            raise ValueError(f"implementation must be 'auto', 'native' or 'reference', got {implementation!r}.")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
         self.filters = int(filters)
         self.padding = padding
         self.winograd_activation = winograd_activation

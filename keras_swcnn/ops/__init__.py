@@ -1,15 +1,18 @@
 """Winograd F(2x2, 3x3) primitives, with one public entry point per primitive.
 
-Each function takes ``implementation="auto" | "native" | "reference"``:
+Each function takes ``implementation="auto" | "native" | "reference" | "portable"``:
 
 - ``"reference"``: ``keras.ops``, every backend (``keras_swcnn.ops.reference``);
+- ``"portable"``: the convolutions from standard convolution ops only, for
+  exported models (``keras_swcnn.ops.portable``; needs known H, W, C);
 - ``"native"``: the compiled kernels as XLA custom calls: JAX on CPU and
   NVIDIA GPUs (``keras_swcnn.ops.jax_native``), TensorFlow on CPU
   (``keras_swcnn.ops.tensorflow_native``); raises ``RuntimeError`` saying why
   when they cannot run on this backend/platform;
 - ``"auto"``: native where available, else reference. On TensorFlow, a
   tensor whose height, width or channels are unknown while tracing also
-  takes the reference path (XLA custom calls need static shapes).
+  takes the reference path (XLA custom calls need static shapes). While a
+  model is exported, ``"auto"`` is ``"portable"`` (``keras_swcnn.export``).
 
 Example:
     >>> import numpy as np
@@ -22,9 +25,10 @@ Example:
 
 import keras
 
-from keras_swcnn.ops import reference
+from keras_swcnn import export
+from keras_swcnn.ops import portable, reference
 
-IMPLEMENTATIONS = ("auto", "native", "reference")
+IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
 WINOGRAD_ACTIVATIONS = ("relu", None)
 
 
@@ -58,8 +62,12 @@ def check_implementation(implementation):
 def resolve_implementation(implementation="auto"):
     """The implementation module that ``implementation`` selects on the current backend."""
     check_implementation(implementation)
+    if implementation == "auto":
+        implementation = export.auto_means()
     if implementation == "reference":
         return reference
+    if implementation == "portable":
+        return portable
     module, reason = _native_module()
     if reason is None:
         return module
@@ -69,8 +77,9 @@ def resolve_implementation(implementation="auto"):
 
 
 def implementation_name(implementation="auto"):
-    """``"native"`` or ``"reference"``: what ``implementation`` resolves to here."""
-    return "reference" if resolve_implementation(implementation) is reference else "native"
+    """``"native"``, ``"reference"`` or ``"portable"``: what ``implementation`` resolves to here."""
+    module = resolve_implementation(implementation)
+    return {reference: "reference", portable: "portable"}.get(module, "native")
 
 
 def _check_padding(padding):

@@ -1,0 +1,80 @@
+"""Which implementation ``implementation="auto"`` means while a model is exported.
+
+An exported model must run where keras_swcnn is not installed, so while an
+exporter traces a model, ``"auto"`` selects the portable lowering
+(``keras_swcnn.ops.portable``: standard convolutions, no custom calls) instead of
+the native kernels. Exporters are recognised by the code that is tracing:
+Keras's ``model.export`` (every format), ``tf.saved_model.save``, TensorFlow's
+``TFLiteConverter``, ``jax.export`` and ``jax2tf``, ``tf2onnx``, ``torch.export``
+and ``torch.onnx``.
+
+``implementation(name)`` overrides the choice for everything traced inside it:
+``implementation("native")`` exports the native custom calls (faster, but the
+artifact then runs only in a process that has imported keras_swcnn, on the same
+platform); ``implementation("portable")`` forces the portable lowering elsewhere
+(e.g. a hand-written ``tf.function`` that is serialised later). A layer created
+with an explicit ``implementation=`` keeps it.
+
+Example:
+    >>> import keras, keras_swcnn
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras_swcnn.WinogradReLUConv2D(4)])
+    >>> model.export("model_dir", format="tf_saved_model")  # doctest: +SKIP
+    >>> with keras_swcnn.export.implementation("native"):  # doctest: +SKIP
+    ...     model.export("native_dir", format="tf_saved_model")
+"""
+
+import contextlib
+import contextvars
+import sys
+
+#: Modules whose code, when on the stack of a layer call, means the call is being exported.
+EXPORTER_MODULES = (
+    "keras.src.export",
+    "tensorflow.python.saved_model",
+    "tensorflow.lite",
+    "jax._src.export",
+    "jax.experimental.jax2tf",
+    "tf2onnx",
+    "torch.export",
+    "torch.onnx",
+)
+CHOICES = ("native", "reference", "portable")
+
+_scoped = contextvars.ContextVar("keras_swcnn_export_implementation", default=None)
+
+
+def exporting():
+    """Whether the current call comes from an exporter (one of ``EXPORTER_MODULES``)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith(EXPORTER_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def implementation(name):
+    """Inside the block, ``implementation="auto"`` means ``name`` (``"native"``, ``"reference"``, ``"portable"``).
+
+    Example:
+        >>> with implementation("portable"):
+        ...     auto_means()
+        'portable'
+    """
+    if name not in CHOICES:
+        raise ValueError(f"implementation must be one of {CHOICES}, got {name!r}.")
+    token = _scoped.set(name)
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+
+
+def auto_means():
+    """What ``"auto"`` stands for here: a scoped choice, ``"portable"`` while exporting, else ``"auto"``."""
+    scoped = _scoped.get()
+    if scoped is not None:
+        return scoped
+    return "portable" if exporting() else "auto"
