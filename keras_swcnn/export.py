@@ -13,7 +13,9 @@ and ``torch.onnx``.
 artifact then runs only in a process that has imported keras_swcnn, on the same
 platform); ``implementation("portable")`` forces the portable lowering elsewhere
 (e.g. a hand-written ``tf.function`` that is serialised later). A layer created
-with an explicit ``implementation=`` keeps it.
+with an explicit ``implementation=`` keeps it. ``jax.export`` refuses custom calls
+without a compatibility guarantee; a native JAX export passes
+``disabled_checks=jax_native_checks()``.
 
 Example:
     >>> import keras, keras_swcnn
@@ -78,3 +80,23 @@ def auto_means():
     if scoped is not None:
         return scoped
     return "portable" if exporting() else "auto"
+
+
+def jax_native_checks():
+    """``jax.export``'s ``disabled_checks`` that admit the native kernels' FFI targets.
+
+    Such an artifact runs only in a process that has registered the targets (has
+    imported keras_swcnn and run a layer), with the same version of the kernels.
+
+    Example:
+        >>> with implementation("native"):  # doctest: +SKIP
+        ...     exported = jax.export.export(jax.jit(model), disabled_checks=jax_native_checks())(spec)
+    """
+    import jax
+
+    from keras_swcnn import native
+
+    targets = set(native._require().jax_cpu_targets())
+    if native.cuda_module() is not None:
+        targets |= set(native.cuda_module().jax_cuda_targets())
+    return [jax.export.DisabledSafetyCheck.custom_call(name) for name in sorted(targets)]

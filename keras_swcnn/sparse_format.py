@@ -64,12 +64,24 @@ def compress(kernel):
 def _stored_bits(mask, in_channels):
     """Bits ``[16, K, C]`` (0/1) of a mask, any backend (``keras.ops``)."""
     mask = ops.convert_to_tensor(mask, "int32")
-    shifts = ops.arange(BITS, dtype="int32")
-    # An arithmetic shift of a negative word fills with ones, but `& 1` keeps
-    # only the bit asked for.
-    bits = ops.bitwise_and(ops.right_shift(ops.expand_dims(mask, -1), shifts), 1)
+    words = ops.expand_dims(mask, -1)
+    # Floor division and modulo instead of shifts and `&`: every export format has
+    # them (LiteRT has no builtin bitwise and). Floor division by 2**b is an
+    # arithmetic shift, so bits 0..30 come out right for negative words too; bit
+    # 31, whose 2**31 does not fit an int32, is the sign.
+    low = ops.mod(ops.floor_divide(words, ops.convert_to_tensor(2 ** np.arange(BITS - 1), "int32")), 2)
+    bits = ops.concatenate([low, ops.cast(ops.less(words, 0), "int32")], axis=-1)
     _, filters, words = mask.shape
     return ops.reshape(bits, (16, filters, words * BITS))[:, :, :in_channels]
+
+
+def _gather(values, index):
+    """``values[index]`` for 1-D tensors, in ops that every export format has."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        return values[index]  # torch's ONNX exporter has no ravel, which keras.ops.take uses
+    return ops.take(values, index)
 
 
 def expand(mask, values, in_channels):
@@ -79,13 +91,13 @@ def expand(mask, values, in_channels):
     """
     bits = _stored_bits(mask, in_channels)
     _, filters, _ = bits.shape
-    flat = ops.reshape(bits, (-1,))
+    flat = ops.reshape(bits, (16 * filters * in_channels,))  # not (-1,): torch would ravel, which ONNX lacks
     # The n-th set bit takes values[n]; a trailing zero keeps the gather valid
     # when nothing is stored.
     index = ops.maximum(ops.cumsum(flat) - 1, 0)
     values = ops.convert_to_tensor(values, "float32")
     padded = ops.concatenate([values, ops.zeros((1,), "float32")])
-    dense = ops.where(flat == 1, ops.take(padded, index), ops.zeros((), "float32"))
+    dense = ops.where(flat == 1, _gather(padded, index), ops.zeros((), "float32"))
     dense = ops.transpose(ops.reshape(dense, (16, filters, in_channels)), (0, 2, 1))
     return ops.reshape(dense, (4, 4, in_channels, filters))
 

@@ -37,9 +37,17 @@ from keras_swcnn.ops.reference import batched_product, input_transform, output_t
 _INPUT_FILTERS = np.einsum("ar,bs->abrs", winograd.BT, winograd.BT).reshape(16, 4, 4)
 
 
+def _known(dimension):
+    # torch's ONNX tracer reports dimensions as 0-d tensors; int() reads them.
+    try:
+        return None if dimension is None else int(dimension)
+    except (TypeError, ValueError):
+        return None
+
+
 def _static_size(x):
-    _, height, width, channels = x.shape
-    if not all(isinstance(d, int) for d in (height, width, channels)):
+    height, width, channels = (_known(d) for d in x.shape[1:])
+    if None in (height, width, channels):
         raise ValueError(
             "The portable Winograd lowering (used for export) needs a known height, width and "
             f"channel count; got input shape {tuple(x.shape)}. Give the model a fixed input shape.")
@@ -48,7 +56,7 @@ def _static_size(x):
 
 def _transformed_tiles(x, geometry, channels, relu):
     """``V[t]`` for the 16 positions, each ``(N, TH, TW, C)``."""
-    height, width = x.shape[1], x.shape[2]
+    height, width = _known(x.shape[1]), _known(x.shape[2])
     pad_bottom = 2 * geometry.tiles_h + 2 - height - geometry.pad_top
     pad_right = 2 * geometry.tiles_w + 2 - width - geometry.pad_left
     x = ops.pad(x, [[0, 0], [geometry.pad_top, pad_bottom], [geometry.pad_left, pad_right], [0, 0]])
@@ -73,7 +81,7 @@ def _signed_sum(terms):
 def _interleave(a, b, axis):
     """Alternate ``a`` and ``b`` along ``axis`` (1: rows, 2: columns) of NHWC tensors."""
     stacked = ops.stack([a, b], axis=axis + 1)
-    shape = [-1] + list(a.shape[1:])
+    shape = [-1] + [_known(d) for d in a.shape[1:]]
     shape[axis] *= 2
     return ops.reshape(stacked, shape)
 
