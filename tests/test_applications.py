@@ -100,6 +100,11 @@ def test_weights_round_trip_through_the_registry(rng, local_weights):
     np.testing.assert_allclose(headless.predict(x, verbose=0), features.predict(x, verbose=0), rtol=1e-5)
     from_path = ResNet18(weights=path, variant="small", input_shape=(12, 12, 1), classes=4, width=4)
     np.testing.assert_allclose(from_path.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5)
+    # Architecture arguments left at their defaults follow the weights.
+    by_name = ResNet18(weights="test_local")
+    assert by_name.input_shape == (None, 12, 12, 1) and by_name.output_shape == (None, 4)
+    np.testing.assert_allclose(by_name.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5)
+    assert ResNet18(weights="test_local", include_top=False, pooling="avg").output_shape == (None, 32)
     decoded = decode_predictions(np.array([[0.1, 0.7, 0.2, 0.0]]), top=2, weights="test_local")
     assert decoded == [[(1, "b", 0.7), (2, "c", 0.2)]]
 

@@ -5,6 +5,7 @@ Example:
     >>> model = ResNet18(weights=None, variant="small", input_shape=(28, 28, 1), classes=10)
 """
 
+import inspect
 import os
 
 import numpy as np
@@ -35,7 +36,10 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
         weights: ``None``, a registered name (``keras_swcnn.applications.weights.REGISTRY``;
             the file is fetched through ``keras.utils.get_file`` and its sha256
             checked) or the path of a ``.weights.h5`` file. With
-            ``include_top=False`` all but the classifier is loaded.
+            ``include_top=False`` all but the classifier is loaded. With a
+            registered name, architecture arguments left at their defaults take
+            the weights' values (``ResNet18(weights="fashion_mnist_small")`` is
+            the small width-16 Fashion-MNIST network); others must agree with them.
 
     Raises:
         ValueError: invalid arguments, unknown weights, weights that do not fit
@@ -53,6 +57,7 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
         return build_resnet18(**arguments)
     if isinstance(weights, str) and weights in weights_registry.REGISTRY:
         entry = weights_registry.get_entry(weights)
+        arguments = _defaults_from(entry, arguments)
         _check_architecture(entry, arguments)
         path = weights_registry.fetch(entry)
         source_arguments = dict(entry.architecture)
@@ -72,6 +77,19 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
     model = build_resnet18(**arguments)
     _copy_layers(source, model)
     return model
+
+
+def _defaults_from(entry, arguments):
+    """``arguments`` with each architecture argument still at its default set as ``entry`` needs."""
+    defaults = {name: parameter.default
+                for name, parameter in inspect.signature(ResNet18).parameters.items()}
+    filled = dict(arguments)
+    for key, value in entry.architecture.items():
+        if key == "classes" and not arguments["include_top"]:
+            continue
+        if arguments[key] == defaults[key]:
+            filled[key] = value
+    return filled
 
 
 def _check_architecture(entry, arguments):
