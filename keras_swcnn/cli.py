@@ -1,9 +1,10 @@
-"""The ``swcnn`` command: demo, train, evaluate, benchmark, convert-tensorpack, info.
+"""The ``swcnn`` command: demo, train, evaluate, benchmark, convert-tensorpack, export, info.
 
     swcnn demo            # train + prune a small ResNet-18 on Fashion-MNIST, report (≈10 min, 2 cores)
     swcnn demo --quick    # the same on a few hundred images (seconds)
     swcnn info            # versions, backend, native kernels
     swcnn benchmark       # sparse vs dense vs Conv2D inference time (table + PNG)
+    swcnn export m.tflite # the shipped model for LiteRT (or .onnx, or a SavedModel directory)
 """
 
 import argparse
@@ -89,6 +90,23 @@ def cmd_convert(args):
     masked = f", masks from {args.masks}" if args.masks else ""
     print(f"converted {args.checkpoint}{masked} -> {path}")
     print("inputs: preprocess_input(rgb_images, mode='tensorpack') (BGR order, as the original)")
+    return 0
+
+
+def cmd_export(args):
+    from keras_swcnn import export, sparse
+    from keras_swcnn.applications import ResNet18
+
+    model = ResNet18(weights=args.weights)
+    if args.sparse:
+        model = sparse.sparsify(model)
+    path = export.export_model(model, args.output, format=args.format, native=args.native)
+    raw, packed = export.artifact_size(path)
+    kind = "sparse" if args.sparse else "dense"
+    lowering = "native custom calls: runs only where keras_swcnn is imported" if args.native else (
+        "portable: standard ops only")
+    print(f"exported ResNet18(weights={args.weights!r}), {kind} Winograd layers, {lowering} -> {path}")
+    print(f"size: {raw / 1e6:.2f} MB, {packed / 1e6:.2f} MB gzipped")
     return 0
 
 
@@ -197,6 +215,18 @@ def build_parser():
     convert.add_argument("--classes", type=int, default=1000)
     convert.add_argument("--masks", help="pruning-mask pickle of the paper's prune_script.py (W * mask)")
     convert.set_defaults(func=cmd_convert)
+
+    exporter = commands.add_parser(
+        "export", help="export the ResNet-18 of registered weights (LiteRT, SavedModel, ONNX)")
+    exporter.add_argument("output", help=".tflite (LiteRT), .onnx, or a directory (SavedModel)")
+    exporter.add_argument("--format", choices=("litert", "tf_saved_model", "onnx"),
+                          help="override the format the output's extension implies")
+    exporter.add_argument("--weights", default="fashion_mnist_small", help="registered weights")
+    exporter.add_argument("--sparse", action="store_true",
+                          help="SparseWinogradReLUConv2D layers (compressed kernels) instead of dense")
+    exporter.add_argument("--native", action="store_true",
+                          help="export the native custom calls (not portable; see keras_swcnn.export)")
+    exporter.set_defaults(func=cmd_export)
     return parser
 
 

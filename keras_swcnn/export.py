@@ -27,6 +27,8 @@ Example:
 
 import contextlib
 import contextvars
+import gzip
+import os
 import sys
 
 #: Modules whose code, when on the stack of a layer call, means the call is being exported.
@@ -100,3 +102,50 @@ def jax_native_checks():
     if native.cuda_module() is not None:
         targets |= set(native.cuda_module().jax_cuda_targets())
     return [jax.export.DisabledSafetyCheck.custom_call(name) for name in sorted(targets)]
+
+
+#: ``model.export`` formats by the output's extension (anything else: a SavedModel directory).
+FORMATS_BY_EXTENSION = {".tflite": "litert", ".onnx": "onnx"}
+
+
+def export_model(model, path, format=None, native=False, **kwargs):
+    """``model.export(path, format)``, portable unless ``native``; the format follows ``path``.
+
+    Args:
+        model: a Keras model.
+        path: ``.tflite`` (LiteRT), ``.onnx``, or a directory (``tf_saved_model``).
+        format: overrides the format the extension implies.
+        native: export the native custom calls (see :func:`implementation`).
+        **kwargs: passed to ``model.export``.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> export_model(model, "resnet18.tflite")  # doctest: +SKIP
+        'resnet18.tflite'
+    """
+    path = os.fspath(path)
+    if format is None:
+        format = FORMATS_BY_EXTENSION.get(os.path.splitext(path)[1], "tf_saved_model")
+    with implementation("native" if native else "portable"):
+        model.export(path, format=format, verbose=False, **kwargs)
+    return path
+
+
+def artifact_size(path):
+    """``(bytes, gzipped bytes)`` of an exported file, or of all files of a directory (tar-free sum).
+
+    Example:
+        >>> artifact_size("resnet18.tflite")  # doctest: +SKIP
+        (2772776, 912410)
+    """
+    files = [path] if os.path.isfile(path) else [
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names]
+    raw = packed = 0
+    for name in files:
+        with open(name, "rb") as f:
+            data = f.read()
+        raw += len(data)
+        packed += len(gzip.compress(data, compresslevel=9))
+    return raw, packed

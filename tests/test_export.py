@@ -219,3 +219,16 @@ def test_jax_export_is_portable_and_runs_without_keras_swcnn(rng, tmp_path):
             native = jax.export.export(jax.jit(lambda images: model(images)),
                                        disabled_checks=export.jax_native_checks())(spec)
         assert "custom_call @swcnn" in native.mlir_module()  # runs only where keras_swcnn registered its targets
+
+
+@tensorflow_only
+def test_the_command_exports_the_shipped_model(rng, tmp_path, capsys):
+    from keras_swcnn import cli
+    from keras_swcnn.applications import ResNet18
+
+    path = tmp_path / "r18.tflite"
+    assert cli.main(["export", str(path), "--sparse"]) == 0
+    assert "sparse Winograd layers, portable" in capsys.readouterr().out
+    x = rng.random((2, 28, 28, 1), dtype=np.float32)
+    expected = ResNet18(weights="fashion_mnist_small").predict(x, verbose=0)
+    assert rel_error(litert_outputs(path, x), expected) < 1e-5
