@@ -1,6 +1,7 @@
 """ResNet18: architecture, variants, weights API, checkpoint converter."""
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from conftest import random_normal
 from keras_swcnn.applications import ResNet18, decode_predictions, preprocess_input, preprocessing_mode
 from keras_swcnn.applications import weights as registry
 from keras_swcnn.layers import WinogradReLUConv2D
-from numpy_reference import conv, rel_error
+from numpy_reference import rel_error
 
 
 def winograd_layers(model):
@@ -190,3 +191,26 @@ def test_shipped_fashion_mnist_weights_reach_their_accuracy():
     densities = [np.count_nonzero(ops.convert_to_numpy(l.kernel)) / np.prod(l.kernel.shape)
                  for l in winograd_layers(model)]
     assert max(densities) <= 0.1005  # k = round(n * 0.1) per layer
+
+
+def test_compact_shipped_weights_match_the_dense_ones(rng):
+    from keras_swcnn import sparse
+
+    dense = ResNet18(weights="fashion_mnist_small", classifier_activation=None)
+    compact = ResNet18(weights="fashion_mnist_small_sparse", classifier_activation=None)
+    layers = sparse.sparse_layers(compact)
+    assert len(layers) == 16 and not sparse.winograd_layers(compact)
+    for layer in layers:
+        np.testing.assert_array_equal(ops.convert_to_numpy(layer.dense_kernel()),
+                                      ops.convert_to_numpy(dense.get_layer(layer.name).kernel))
+    x = rng.random((3, 28, 28, 1), dtype=np.float32)
+    assert rel_error(compact.predict(x, verbose=0), dense.predict(x, verbose=0)) < 1e-5
+    # Kernel storage: a bit per weight plus the stored values, >= 5x smaller than dense at density 0.1.
+    dense_bytes = sum(4 * int(np.prod(l.kernel.shape)) for l in winograd_layers(dense))
+    compact_bytes = sum(4 * (int(np.prod(l.mask.shape)) + int(np.prod(l.values.shape))) for l in layers)
+    assert dense_bytes / compact_bytes >= 5
+    files = {name: os.path.getsize(registry.fetch(registry.get_entry(name)))
+             for name in ("fashion_mnist_small", "fashion_mnist_small_sparse")}
+    assert files["fashion_mnist_small"] / files["fashion_mnist_small_sparse"] > 4
+    headless = ResNet18(weights="fashion_mnist_small_sparse", include_top=False, pooling="avg")
+    assert headless.output_shape == (None, 128) and len(sparse.sparse_layers(headless)) == 16

@@ -40,6 +40,8 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
             registered name, architecture arguments left at their defaults take
             the weights' values (``ResNet18(weights="fashion_mnist_small")`` is
             the small width-16 Fashion-MNIST network); others must agree with them.
+            Compact entries (``fashion_mnist_small_sparse``) give a model whose
+            Winograd layers are ``SparseWinogradReLUConv2D``, for inference.
 
     Raises:
         ValueError: invalid arguments, unknown weights, weights that do not fit
@@ -67,16 +69,33 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
                             if k not in ("include_top", "input_tensor", "pooling", "name")}
     else:
         weights_registry.get_entry(weights)  # raises: unknown name (and not a file)
-    source = build_resnet18(**dict(source_arguments, include_top=True, input_tensor=None))
+    compact = isinstance(weights, str) and weights in weights_registry.REGISTRY and entry.compact
     try:
-        source.load_weights(path)
-    except Exception as error:  # h5py/Keras raise many types for bad files
+        source = _load_source(path, source_arguments, compact)
+    except Exception as error:  # h5py/zipfile/Keras raise many types for bad files
         raise ValueError(
             f"Could not load weights from {path}: {type(error).__name__}: {error}. The file is "
             "truncated, not a Keras weights file, or for another architecture.") from error
     model = build_resnet18(**arguments)
     _copy_layers(source, model)
+    if compact:
+        from keras_swcnn import sparse
+
+        model = sparse.sparsify(model)
     return model
+
+
+def _load_source(path, architecture, compact):
+    """The network the weights file holds, with dense Winograd layers."""
+    if compact:  # a .keras model with sparse layers
+        import keras
+
+        from keras_swcnn import sparse
+
+        return sparse.densify(keras.saving.load_model(path, compile=False))
+    source = build_resnet18(**dict(architecture, include_top=True, input_tensor=None))
+    source.load_weights(path)
+    return source
 
 
 def _defaults_from(entry, arguments):
