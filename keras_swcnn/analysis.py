@@ -9,8 +9,15 @@ Winograd layer (``16 tiles C K``) and a sparse Winograd-ReLU layer
 counted too (times their weight density when pruned), so the whole-model
 reduction factor is honest.
 
+With ``time_layers=True`` each Winograd layer is also timed on its measured
+input, next to its counts: as a sparse layer (multiplications for non-zero
+weights only), as the dense Winograd layer and as a ``Conv2D`` of the same shape
+(median of interleaved runs, ``keras_swcnn.benchmark``), so the count and the
+wall clock can be compared layer by layer.
+
 Example:
     >>> report = multiplication_report(model, x_batch)  # doctest: +SKIP
+    >>> timed = multiplication_report(model, x_batch[:32], time_layers=True)  # doctest: +SKIP
     >>> print(format_report(report))  # doctest: +SKIP
     >>> plot_densities(report, "densities.png")  # doctest: +SKIP
 """
@@ -24,7 +31,9 @@ from keras import ops
 
 from keras_swcnn import ops as winograd_ops
 from keras_swcnn import winograd
-from keras_swcnn.layers import WinogradReLUConv2D
+from keras_swcnn.layers import SparseWinogradReLUConv2D, WinogradReLUConv2D
+
+WINOGRAD_LAYERS = (WinogradReLUConv2D, SparseWinogradReLUConv2D)
 
 
 @dataclass
@@ -39,6 +48,7 @@ class LayerCount:
     dense_spatial: int  # multiplications of the dense spatial equivalent
     dense_winograd: int  # dense Winograd (equals dense_spatial for other layers)
     sparse: float  # with both densities applied
+    seconds: dict = None  # measured: {"sparse", "dense", "conv2d"} seconds per batch (time_layers)
 
     @property
     def reduction(self):
@@ -107,7 +117,7 @@ def _density(array):
 
 def _counted(layer):
     inner, _ = _unwrap(layer)
-    return isinstance(inner, (WinogradReLUConv2D, keras.layers.Conv2D, keras.layers.Dense))
+    return isinstance(inner, WINOGRAD_LAYERS + (keras.layers.Conv2D, keras.layers.Dense))
 
 
 def _input_in(model, layer):
@@ -129,13 +139,16 @@ def _nhwc(shape_or_array, data_format):
     return shape_or_array if data_format == "channels_last" else np.transpose(shape_or_array, (0, 2, 3, 1))
 
 
-def multiplication_report(model, x, batch_size=64):
+def multiplication_report(model, x, batch_size=64, time_layers=False, repeats=5):
     """Count densities and multiplications per image of a functional or Sequential model.
 
     Args:
-        model: a built Keras 3 functional or Sequential model (pruned or not).
+        model: a built Keras 3 functional or Sequential model (pruned, sparsified or not).
         x: a batch of input data, used to measure the activation densities.
         batch_size: batch size for the forward pass that collects layer inputs.
+        time_layers: also time each Winograd layer on its input (all of ``x``), as a
+            sparse layer, a dense one and a ``Conv2D`` (``LayerCount.seconds``).
+        repeats: timed runs per candidate (the median is kept).
     """
     layers = [layer for layer in model.layers if _counted(layer)]
     if not layers:
@@ -147,10 +160,16 @@ def multiplication_report(model, x, batch_size=64):
     report = Report()
     for layer, layer_input in zip(layers, inputs):
         inner, masked = _unwrap(layer)
-        kernel = masked[0] if masked else ops.convert_to_numpy(inner.kernel)
+        if isinstance(inner, SparseWinogradReLUConv2D):
+            kernel = ops.convert_to_numpy(inner.dense_kernel())
+        else:
+            kernel = masked[0] if masked else ops.convert_to_numpy(inner.kernel)
         rho_w = _density(kernel)
-        if isinstance(inner, WinogradReLUConv2D):
-            report.layers.append(_winograd_count(layer.name, inner, kernel, layer_input, rho_w))
+        if isinstance(inner, WINOGRAD_LAYERS):
+            count = _winograd_count(layer.name, inner, kernel, layer_input, rho_w)
+            if time_layers:
+                count.seconds = _layer_seconds(inner, kernel, layer_input, repeats)
+            report.layers.append(count)
         elif isinstance(inner, keras.layers.Conv2D):
             report.layers.append(_conv_count(layer.name, inner, layer_input, rho_w))
         else:
@@ -172,6 +191,24 @@ def _winograd_count(name, layer, kernel, layer_input, rho_w):
         name=name, kind="winograd", shape=f"{h}x{w}x{c}->{k}", weight_density=rho_w,
         activation_density=rho_a, dense_spatial=9 * g.out_h * g.out_w * c * k,
         dense_winograd=dense_winograd, sparse=dense_winograd * rho_w * rho_a)
+
+
+def _layer_seconds(layer, kernel, layer_input, repeats):
+    """Median seconds of the layer's convolution as sparse, dense Winograd and Conv2D (NHWC)."""
+    from keras_swcnn import benchmark
+
+    x = np.ascontiguousarray(_nhwc(np.asarray(layer_input, np.float32), layer.data_format))
+    filters = kernel.shape[-1]
+    dense = WinogradReLUConv2D(filters, padding=layer.padding,
+                               winograd_activation=layer.winograd_activation)
+    dense.build(x.shape)
+    dense.kernel.assign(kernel)
+    conv = keras.layers.Conv2D(filters, 3, padding=layer.padding, use_bias=False)
+    conv.build(x.shape)
+    return benchmark.interleaved_medians({
+        "sparse": benchmark.compiled_forward(SparseWinogradReLUConv2D.from_dense(dense), x),
+        "dense": benchmark.compiled_forward(dense, x),
+        "conv2d": benchmark.compiled_forward(conv, x)}, repeats)
 
 
 def _conv_count(name, layer, layer_input, rho_w):
@@ -212,6 +249,31 @@ def format_report(report):
         f"{report.reduction:8.1f}x")
     lines.append(f"Winograd layers alone: {report.winograd_reduction:.1f}x fewer multiplications "
                  "than dense spatial convolution.")
+    timed = [r for r in report.layers if r.seconds]
+    if timed:
+        lines.append("")
+        lines.append(_format_times(timed))
+    return "\n".join(lines)
+
+
+def _format_times(rows):
+    head = (f"{'layer':<34} {'sparse M':>9} {'sparse ms':>10} {'dense ms':>9} {'Conv2D ms':>10} "
+            f"{'sparse/Conv2D':>13} {'count ratio':>11}")
+    lines = ["Measured time per batch (median of interleaved runs):", head, "-" * len(head)]
+    for r in rows:
+        t = r.seconds
+        lines.append(
+            f"{r.name[:34]:<34} {r.sparse / 1e6:9.3f} {t['sparse'] * 1e3:10.2f} {t['dense'] * 1e3:9.2f} "
+            f"{t['conv2d'] * 1e3:10.2f} {t['sparse'] / t['conv2d']:12.2f}x "
+            f"{r.sparse / r.dense_spatial:10.2f}x")
+    total = {k: sum(r.seconds[k] for r in rows) for k in ("sparse", "dense", "conv2d")}
+    counted = sum(r.sparse for r in rows) / sum(r.dense_spatial for r in rows)
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<34} {sum(r.sparse for r in rows) / 1e6:9.3f} {total['sparse'] * 1e3:10.2f} "
+                 f"{total['dense'] * 1e3:9.2f} {total['conv2d'] * 1e3:10.2f} "
+                 f"{total['sparse'] / total['conv2d']:12.2f}x {counted:10.2f}x")
+    lines.append("count ratio: the sparse layer's multiplications over the dense spatial convolution's; "
+                 "sparse/Conv2D: the same ratio in time.")
     return "\n".join(lines)
 
 

@@ -72,3 +72,28 @@ def test_stripped_model_with_shared_layers(rng):
     stripped = pruning.strip_pruning(pruned)
     report = analysis.multiplication_report(stripped, random_normal(rng, (4, 6, 6, 2)))
     assert [r.kind for r in report.layers] == ["winograd", "Dense"]
+
+
+def test_sparsified_models_count_the_same_and_layers_are_timed(rng):
+    from keras_swcnn import sparse
+
+    inputs = keras.Input((9, 7, 12))
+    y = WinogradReLUConv2D(8, name="w1")(inputs)
+    y = WinogradReLUConv2D(6, padding="valid", name="w2")(y)
+    model = keras.Model(inputs, y)
+    for name in ("w1", "w2"):
+        layer = model.get_layer(name)
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.2, kernel, 0))
+    x = random_normal(rng, (4, 9, 7, 12))
+    dense_report = analysis.multiplication_report(model, x)
+    timed = analysis.multiplication_report(sparse.sparsify(model), x, time_layers=True, repeats=1)
+    assert [r.kind for r in timed.layers] == ["winograd", "winograd"]
+    for counted, reference in zip(timed.layers, dense_report.layers):
+        assert counted.sparse == pytest.approx(reference.sparse)
+        assert counted.weight_density == pytest.approx(reference.weight_density)
+        assert sorted(counted.seconds) == ["conv2d", "dense", "sparse"]
+        assert all(s > 0 for s in counted.seconds.values())
+    assert dense_report.layers[0].seconds is None
+    table = analysis.format_report(timed)
+    assert "Measured time per batch" in table and "w2" in table.split("Measured time")[1]
