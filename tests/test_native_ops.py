@@ -61,7 +61,7 @@ def test_forward_and_gradients(rng, shape, padding, activation):
     dy = random_normal(rng, expected.shape)
 
     def loss(x, u):
-        return ops.sum(wops.winograd_conv2d(x, u, padding, activation, "native") * dy)
+        return ops.sum(ops.multiply(wops.winograd_conv2d(x, u, padding, activation, "native"), dy))
 
     dx, du = gradients(loss, x, u)
     dx_ref, du_ref = conv_grads(x, u, dy, padding, relu)

@@ -7,8 +7,9 @@ Each function takes ``implementation="auto" | "native" | "reference" | "portable
   exported models (``keras_swcnn.ops.portable``; needs known H, W, C);
 - ``"native"``: the compiled kernels as XLA custom calls: JAX on CPU and
   NVIDIA GPUs (``keras_swcnn.ops.jax_native``), TensorFlow on CPU
-  (``keras_swcnn.ops.tensorflow_native``); raises ``RuntimeError`` saying why
-  when they cannot run on this backend/platform;
+  (``keras_swcnn.ops.tensorflow_native``), and as torch custom operators on
+  CPU tensors (``keras_swcnn.ops.torch_native``); raises ``RuntimeError``
+  saying why when they cannot run on this backend/platform;
 - ``"auto"``: native where available, else reference. On TensorFlow, a
   tensor whose height, width or channels are unknown while tracing also
   takes the reference path (XLA custom calls need static shapes). While a
@@ -43,6 +44,10 @@ def _native_module():
         from keras_swcnn.ops import tensorflow_native
 
         return tensorflow_native, tensorflow_native.unavailable_reason()
+    if backend == "torch":
+        from keras_swcnn.ops import torch_native
+
+        return torch_native, torch_native.unavailable_reason()
     return None, f"no native implementation for the {backend!r} backend"
 
 
@@ -59,11 +64,19 @@ def check_implementation(implementation):
         )
 
 
+def _auto_means():
+    if keras.backend.backend() == "torch":  # torch.compile cannot trace the stack walk itself
+        from keras_swcnn.ops import torch_native
+
+        return torch_native.auto_means()
+    return export.auto_means()
+
+
 def resolve_implementation(implementation="auto"):
     """The implementation module that ``implementation`` selects on the current backend."""
     check_implementation(implementation)
     if implementation == "auto":
-        implementation = export.auto_means()
+        implementation = _auto_means()
     if implementation == "reference":
         return reference
     if implementation == "portable":
