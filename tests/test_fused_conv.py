@@ -81,8 +81,9 @@ SUBPROCESS = textwrap.dedent("""
     _native = native._require()  # honours KERAS_SWCNN_NATIVE_LIBRARY (sanitizer builds)
     data = np.load(sys.argv[1])
     x, u, dy = data["x"], data["u"], data["dy"]
-    y = _native.conv_forward(x, u, 1, 1, 5, 6, 9, 11, True)
-    dx, du = _native.conv_backward(x, u, dy, 1, 1, 5, 6, True)
+    h, w = x.shape[1:3]  # "same" padding
+    y = _native.conv_forward(x, u, 1, 1, (h + 1) // 2, (w + 1) // 2, h, w, True)
+    dx, du = _native.conv_backward(x, u, dy, 1, 1, (h + 1) // 2, (w + 1) // 2, True)
     np.savez(sys.argv[2], y=y, dx=dx, du=du, isa=_native.conv_isa())
 """)
 
@@ -118,9 +119,19 @@ def test_every_instruction_set_matches_float64(tmp_path, rng, isa):
     assert rel_error(out["du"].reshape(u.shape), du_expected) < 1e-5
 
 
-def test_results_do_not_depend_on_the_thread_count(tmp_path, rng):
-    inputs = isolated_inputs(rng)
+# The kernel gradient is summed three ways, chosen by shape: per band of tiles in the dx pass
+# (few channels), per chunk of tiles (more channels, many tiles), per group of positions.
+@pytest.mark.parametrize("shape", [(3, 9, 11, 37, 21), (16, 14, 14, 8, 8), (16, 28, 28, 64, 64),
+                                   (2, 6, 6, 300, 300)])
+def test_results_do_not_depend_on_the_thread_count(tmp_path, rng, shape):
+    n, h, w, c, k = shape
+    inputs = {"x": random_normal(rng, (n, h, w, c)), "u": random_normal(rng, (16, c, k)) / np.sqrt(c),
+              "dy": random_normal(rng, (n, h, w, k))}
     one = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="1")
     three = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="3")
     for name in ("y", "dx", "du"):
         assert np.array_equal(one[name], three[name]), name  # bit for bit
+    u = inputs["u"].reshape(4, 4, c, k)
+    dx_expected, du_expected = conv_grads(inputs["x"], u, inputs["dy"])
+    assert rel_error(one["dx"], dx_expected) < 1e-5
+    assert rel_error(one["du"].reshape(u.shape), du_expected) < 1e-5

@@ -26,7 +26,7 @@ namespace {
 class Scratch {
  public:
   enum Slot { kInputs, kProducts, kTileGradients, kKernelGradients, kPackedKernel, kSink,
-              kExpandedKernel,
+              kExpandedKernel, kChunkSums,
               kSlots };
 
   // A buffer of at least `size` floats; its contents are unspecified.
