@@ -111,3 +111,12 @@ def test_torch_export_is_portable_unless_native_is_asked_for(rng, torch_native):
         native = torch.export.export(Wrapped(), (x,))
     assert "keras_swcnn.conv_forward" in str(native.graph)
     assert rel_error(native.module()(x).detach().numpy(), conv(x.numpy(), u)) < 1e-5
+
+
+def test_native_refuses_tensors_off_the_cpu(torch_native):
+    import torch
+
+    x = torch.empty((1, 4, 4, 2), device="meta")  # any non-CPU device takes this path
+    assert not torch_native.can_run(x)
+    with pytest.raises(ValueError, match="run on CPU tensors; got one on meta"):
+        wops.winograd_conv2d(x, np.ones((4, 4, 2, 3), "float32"), implementation="native")

@@ -147,8 +147,17 @@ def _tensor(x, dtype=None):
     return keras.ops.convert_to_tensor(x, dtype=dtype)
 
 
+def _check_cpu(x):
+    if isinstance(x, torch.Tensor) and x.device.type != "cpu":
+        raise ValueError(
+            f"The native torch operators run on CPU tensors; got one on {x.device}. Use "
+            "implementation='auto' (the reference path there) or 'reference'.")
+
+
 def _as_float32(x):
+    _check_cpu(x)  # before keras.ops, which would move it to Keras's device
     x = _tensor(x)
+    _check_cpu(x)
     if not x.is_floating_point():
         raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype}.")
     return x.to(torch.float32), x.dtype
