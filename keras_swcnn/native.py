@@ -110,6 +110,24 @@ def _float32_array(array, name, ndim):
     return np.ascontiguousarray(array)
 
 
+def _out_array(out):
+    """``out`` as the kernels write it: a writable C-contiguous float32 numpy array (or ``None``).
+
+    Anything else would be converted to a temporary copy, which the kernel
+    would fill and then drop, leaving ``out`` unwritten: refuse it instead.
+    """
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous \
+            or not out.flags.writeable:
+        raise ValueError(
+            "`out` must be a writable C-contiguous float32 numpy array, got "
+            + (f"dtype {out.dtype}, C-contiguous {out.flags.c_contiguous}, writable "
+               f"{out.flags.writeable}" if isinstance(out, np.ndarray) else type(out).__name__)
+            + ".")
+    return out
+
+
 def input_transform(x, padding="same", relu=True, out=None):
     """Native ``(relu of) B^T d B`` of an NHWC float32 array: returns ``[16, N*TH*TW, C]``."""
     module = _require()
@@ -117,7 +135,7 @@ def input_transform(x, padding="same", relu=True, out=None):
     geometry = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
     return module.input_transform(
         x, geometry.pad_top, geometry.pad_left, geometry.tiles_h, geometry.tiles_w,
-        bool(relu), out,
+        bool(relu), _out_array(out),
     )
 
 
@@ -130,7 +148,7 @@ def input_transform_backward(dv, v, x_shape, padding="same", relu=True, out=None
     geometry = winograd.tile_geometry(h, w, padding)
     return module.input_transform_backward(
         dv, v, n, h, w, geometry.pad_top, geometry.pad_left, geometry.tiles_h,
-        geometry.tiles_w, bool(relu), out,
+        geometry.tiles_w, bool(relu), _out_array(out),
     )
 
 
@@ -138,7 +156,8 @@ def output_transform_backward(dy, geometry, out=None):
     """Native gradient of ``output_transform``: NHWC ``dy`` to ``[16, N*TH*TW, K]``."""
     module = _require()
     dy = _float32_array(dy, "dy", 4)
-    return module.output_transform_backward(dy, geometry.tiles_h, geometry.tiles_w, out)
+    return module.output_transform_backward(dy, geometry.tiles_h, geometry.tiles_w,
+                                            _out_array(out))
 
 
 def output_transform(m, batch, geometry, out=None):
@@ -150,5 +169,5 @@ def output_transform(m, batch, geometry, out=None):
     m = _float32_array(m, "m", 3)
     return module.output_transform(
         m, int(batch), geometry.tiles_h, geometry.tiles_w, geometry.out_h,
-        geometry.out_w, out,
+        geometry.out_w, _out_array(out),
     )

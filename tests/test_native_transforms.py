@@ -149,3 +149,33 @@ def test_results_do_not_depend_on_thread_count():
 
     results = {n: run(dict(os.environ, SWCNN_NUM_THREADS=n)) for n in ("1", "2", "3")}
     assert len(set(results.values())) == 1, results
+
+
+def test_out_is_written_in_place_or_refused(rng):
+    x = random_normal(rng, (1, 5, 5, 2))
+    g = winograd.tile_geometry(5, 5, "same")
+    shape = (16, 9, 2)
+    refused = {
+        "float64": np.zeros(shape),
+        "Fortran order": np.zeros(shape, np.float32, order="F"),
+        "strided": np.zeros((16, 9, 4), np.float32)[:, :, ::2],
+        "read-only": np.zeros(shape, np.float32),
+    }
+    refused["read-only"].flags.writeable = False
+    for name, out in refused.items():
+        with pytest.raises(ValueError, match="writable C-contiguous float32"):
+            native.input_transform(x, out=out)
+        assert not np.any(out), name  # never half-written either
+        with pytest.raises(TypeError):  # the extension itself converts nothing
+            native._require().input_transform(x, 1, 1, 3, 3, True, out)
+    # An `out` that shares memory with an input would be read while written.
+    buffer = np.zeros(16 * 9 * 2 + 50, np.float32)
+    m = buffer[: 16 * 9 * 2].reshape(16, 9, 2)
+    m[:] = random_normal(rng, m.shape)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        native.output_transform(m, 1, g, out=buffer[10:60].reshape(1, 5, 5, 2))
+    shared = np.zeros(16 * 9 * 2, np.float32)
+    image = shared[:50].reshape(1, 5, 5, 2)
+    image[:] = x
+    with pytest.raises(ValueError, match="overlaps an input"):
+        native.input_transform(image, out=shared.reshape(shape))

@@ -8,6 +8,8 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -36,13 +38,31 @@ void check(const std::string& error) {
   if (!error.empty()) throw nb::value_error(error.c_str());
 }
 
-// Use `out` when given (its shape must match exactly), else allocate.
+// An input's memory: `out` must not overlap it (the kernels read inputs while
+// writing outputs).
+struct Span {
+  const void* data;
+  size_t bytes;
+};
+
+bool overlaps(const void* out, size_t out_bytes, const Span& in) {
+  const auto a = reinterpret_cast<uintptr_t>(out), b = reinterpret_cast<uintptr_t>(in.data);
+  return in.data != nullptr && out_bytes > 0 && in.bytes > 0 && a < b + in.bytes &&
+         b < a + out_bytes;
+}
+
+// Use `out` when given (its shape must match exactly and it must not overlap
+// `inputs`), else allocate. `out` is bound without conversion (float32,
+// C-contiguous, CPU), so a result is never left in a temporary copy.
 float* output_buffer(std::optional<OutArray>& out, const std::vector<size_t>& shape,
-                     nb::object& owner_array) {
+                     nb::object& owner_array, std::initializer_list<Span> inputs = {}) {
   if (out) {
     bool same = out->ndim() == shape.size();
     for (size_t i = 0; same && i < shape.size(); ++i) same = out->shape(i) == shape[i];
     if (!same) throw nb::value_error("`out` has the wrong shape");
+    for (const Span& in : inputs)
+      if (overlaps(out->data(), out->size() * sizeof(float), in))
+        throw nb::value_error("`out` overlaps an input; pass a separate array");
     return out->data();
   }
   size_t count = 1;
@@ -61,7 +81,8 @@ nb::object input_transform(InArray4 x, int64_t pad_top, int64_t pad_left,
                                      pad_top, pad_left, tiles_h, tiles_w};
   check(swcnn::validate(s));
   nb::object result = out ? nb::cast(*out) : nb::none();
-  float* v = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
+  float* v = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result,
+                           {{x.data(), x.size() * sizeof(float)}});
   {
     nb::gil_scoped_release release;
     swcnn::input_transform_cpu(x.data(), s, relu, v);
@@ -78,7 +99,8 @@ nb::object output_transform(InArray3 m, int64_t batch, int64_t tiles_h,
     throw nb::value_error("products must have shape [16, batch * tiles_h * tiles_w, K]");
   nb::object result = out ? nb::cast(*out) : nb::none();
   float* y = output_buffer(
-      out, {size_t(batch), size_t(out_h), size_t(out_w), size_t(s.channels)}, result);
+      out, {size_t(batch), size_t(out_h), size_t(out_w), size_t(s.channels)}, result,
+      {{m.data(), m.size() * sizeof(float)}});
   {
     nb::gil_scoped_release release;
     swcnn::output_transform_cpu(m.data(), s, y);
@@ -101,9 +123,10 @@ nb::object input_transform_backward(InArray3 dv, std::optional<InArray3> v, int6
       if (v->shape(i) != dv.shape(i)) throw nb::value_error("v must have the shape of dv");
   }
   nb::object result = out ? nb::cast(*out) : nb::none();
-  float* dx = output_buffer(
-      out, {size_t(batch), size_t(height), size_t(width), size_t(s.channels)}, result);
   const float* v_data = relu ? v->data() : nullptr;
+  float* dx = output_buffer(
+      out, {size_t(batch), size_t(height), size_t(width), size_t(s.channels)}, result,
+      {{dv.data(), dv.size() * sizeof(float)}, {v_data, relu ? v->size() * sizeof(float) : 0}});
   {
     nb::gil_scoped_release release;
     swcnn::input_transform_backward_cpu(dv.data(), v_data, s, relu, dx);
@@ -118,7 +141,8 @@ nb::object output_transform_backward(InArray4 dy, int64_t tiles_h, int64_t tiles
                                       int64_t(dy.shape(2))};
   check(swcnn::validate(s));
   nb::object result = out ? nb::cast(*out) : nb::none();
-  float* dm = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result);
+  float* dm = output_buffer(out, {16, size_t(s.num_tiles()), size_t(s.channels)}, result,
+                            {{dy.data(), dy.size() * sizeof(float)}});
   {
     nb::gil_scoped_release release;
     swcnn::output_transform_backward_cpu(dy.data(), s, dm);
@@ -211,20 +235,20 @@ NB_MODULE(_native, module) {
   module.doc() = "keras-swcnn native CPU kernels (Winograd F(2x2,3x3) transforms).";
   module.def("input_transform", &input_transform, nb::arg("x"), nb::arg("pad_top"),
              nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
-             nb::arg("relu"), nb::arg("out") = nb::none(),
+             nb::arg("relu"), nb::arg("out").noconvert() = nb::none(),
              "v[16, N*TH*TW, C] = (relu of) B^T d B for each 4x4 tile of the "
              "zero-padded NHWC float32 input.");
   module.def("output_transform", &output_transform, nb::arg("m"), nb::arg("batch"),
              nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out_h"), nb::arg("out_w"),
-             nb::arg("out") = nb::none(),
+             nb::arg("out").noconvert() = nb::none(),
              "y[N, OH, OW, K] = A^T m A for each tile, cropped to OH x OW.");
   module.def("input_transform_backward", &input_transform_backward, nb::arg("dv"),
              nb::arg("v").none(), nb::arg("batch"), nb::arg("height"), nb::arg("width"),
              nb::arg("pad_top"), nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
-             nb::arg("relu"), nb::arg("out") = nb::none(),
+             nb::arg("relu"), nb::arg("out").noconvert() = nb::none(),
              "dx[N, H, W, C] = sum over tiles of B (dv masked by v > 0) B^T.");
   module.def("output_transform_backward", &output_transform_backward, nb::arg("dy"),
-             nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out") = nb::none(),
+             nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out").noconvert() = nb::none(),
              "dm[16, N*TH*TW, K] = A dy A^T per tile.");
   module.def("conv_forward", &conv_forward, nb::arg("x"), nb::arg("u"), nb::arg("pad_top"),
              nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"), nb::arg("out_h"),
