@@ -233,3 +233,55 @@ def test_works_without_the_other_framework(backend, blocked):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("native")
+
+
+def available_implementations():
+    return ["reference", "portable"] + ([] if REASON else ["native"])
+
+
+@pytest.mark.parametrize("implementation", available_implementations())
+def test_zero_channels_filters_and_empty_batches_agree_on_every_path(rng, implementation):
+    for x_shape, u_shape in (((2, 5, 5, 0), (4, 4, 0, 3)), ((2, 5, 5, 2), (4, 4, 2, 0))):
+        with pytest.raises(ValueError, match="at least one input channel and one filter"):
+            wops.winograd_conv2d(np.zeros(x_shape, "float32"), np.zeros(u_shape, "float32"),
+                                 implementation=implementation)
+    for padding, out in (("same", (0, 5, 6, 3)), ("valid", (0, 3, 4, 3))):
+        y = wops.winograd_conv2d(np.zeros((0, 5, 6, 2), "float32"), random_normal(rng, (4, 4, 2, 3)),
+                                 padding, implementation=implementation)
+        assert tuple(y.shape) == out
+    from keras_swcnn import sparse_format
+
+    mask, values = sparse_format.compress(np.ones((4, 4, 2, 3), "float32"))
+    y = wops.sparse_winograd_conv2d(np.zeros((0, 5, 6, 2), "float32"), mask, values,
+                                    implementation=implementation)
+    assert tuple(y.shape) == (0, 5, 6, 3)
+
+
+@pytest.mark.parametrize("implementation", available_implementations())
+def test_relu_flags_of_any_integer_kind(rng, implementation):
+    x = random_normal(rng, (1, 5, 4, 3))
+    expected = ops.convert_to_numpy(wops.input_transform(x, relu=True, implementation="reference"))
+    if implementation == "portable":
+        implementation = "reference"  # the portable lowering has no stand-alone transform
+    for flag in (np.True_, 1):
+        v = wops.input_transform(x, relu=flag, implementation=implementation)
+        assert rel_error(ops.convert_to_numpy(v), expected) < 1e-6
+    with pytest.raises(ValueError, match="relu must be True or False"):
+        wops.input_transform(x, relu="yes", implementation=implementation)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow custom calls")
+def test_tensorflow_custom_call_with_an_invalid_shape_writes_nan():
+    # TensorFlow gives custom calls no error channel; an opaque that does not validate (here
+    # zero input channels, which the Python side refuses before emitting a call) must not
+    # leave the output uninitialised.
+    import tensorflow as tf
+    from keras_swcnn.ops import tensorflow_native
+
+    @tf.function(jit_compile=True)
+    def call(x, u):
+        return tensorflow_native._custom_call("swcnn_tf_conv_forward", [x, u], (2, 5, 5, 3),
+                                              2, 5, 5, 0, 3, 1, 1, 3, 3, 5, 5, 1)
+
+    y = call(tf.zeros((2, 5, 5, 0)), tf.zeros((16, 0, 3))).numpy()
+    assert np.isnan(y).all()

@@ -211,10 +211,10 @@ class WinogradReLUConv2D(keras.layers.Layer):
                 f"or (batch, channels, height, width); got shape {tuple(input_shape)}."
             )
         channels = input_shape[self._channel_axis]
-        if channels is None:
+        if channels is None or channels < 1:
             raise ValueError(
                 "The channel dimension of the input of WinogradReLUConv2D must be "
-                f"known; got shape {tuple(input_shape)} ({self.data_format})."
+                f"known and at least 1; got shape {tuple(input_shape)} ({self.data_format})."
             )
         return channels
 

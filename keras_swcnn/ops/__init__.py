@@ -25,9 +25,11 @@ Example:
 """
 
 import keras
+import numpy as np
 
 from keras_swcnn import export
 from keras_swcnn.ops import portable, reference
+from keras_swcnn.ops._shapes import check_kernel_fits, static_shape
 
 IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
 WINOGRAD_ACTIVATIONS = ("relu", None)
@@ -104,7 +106,14 @@ def _check_padding(padding):
 def input_transform(x, padding="same", relu=True, implementation="auto"):
     """Transformed tiles ``(relu of) B^T d B`` of an NHWC tensor, shape ``[16, N*TH*TW, C]``."""
     impl = resolve_implementation(implementation)
-    return impl.input_transform(x, _check_padding(padding), relu)
+    return impl.input_transform(x, _check_padding(padding), _flag(relu, "relu"))
+
+
+def _flag(value, name):
+    """``value`` as a Python bool (numpy bools and 0/1 too: native attributes take bools only)."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
 
 
 def batched_product(v, kernel, implementation="auto"):
@@ -135,11 +144,29 @@ def winograd_conv2d(
             "winograd_activation must be 'relu' or None, got "
             f"{winograd_activation!r}."
         )
+    padding = _check_padding(padding)
+    x_shape, kernel_shape = static_shape(x), static_shape(kernel)
+    if len(x_shape) != 4:
+        raise ValueError(f"Expected a 4D NHWC input, got shape {x_shape}.")
+    if x_shape[-1] is not None:
+        check_kernel_fits(x_shape, kernel_shape)
+    if x_shape[0] == 0:  # an empty batch: every path agrees on this without computing
+        return _empty_result(x, x_shape, kernel_shape[-1], padding)
     impl = resolve_implementation(implementation)
     can_run = getattr(impl, "can_run", None)
     if can_run is not None and implementation == "auto" and not can_run(x):
         impl = reference
-    return impl.winograd_conv2d(x, kernel, _check_padding(padding), winograd_activation)
+    return impl.winograd_conv2d(x, kernel, padding, winograd_activation)
+
+
+def _empty_result(x, x_shape, filters, padding):
+    from keras_swcnn import winograd
+
+    if x_shape[1] is None or x_shape[2] is None:
+        raise ValueError(f"An empty batch needs a known height and width; got shape {x_shape}.")
+    geometry = winograd.tile_geometry(x_shape[1], x_shape[2], padding)
+    dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
+    return keras.ops.zeros((0, geometry.out_h, geometry.out_w, filters), dtype=dtype)
 
 
 # In the order of the native kernels' swcnn::SparseMode: a mode's index is its code.
@@ -190,6 +217,11 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
                 f"(16, filters, {sparse_format.mask_words(channels[0])}).")
     if len(tuple(getattr(values, "shape", (0,)))) != 1:
         raise ValueError(f"values must be 1D, got shape {tuple(values.shape)}.")
+    x_shape = static_shape(x)
+    if channels and channels[0] is not None:
+        check_kernel_fits(x_shape, (4, 4, channels[0], mask_shape[1]))
+    if x_shape[:1] == (0,):
+        return _empty_result(x, x_shape, mask_shape[1], _check_padding(padding))
     impl = resolve_implementation(implementation)
     can_run = getattr(impl, "can_run", None)
     if can_run is not None and implementation == "auto" and not can_run(x):

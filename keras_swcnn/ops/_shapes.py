@@ -24,12 +24,28 @@ def dynamic_geometry(x, padding):
 
 
 def check_kernel_fits(x_shape, kernel_shape):
-    """Raise ``ValueError`` unless ``kernel_shape`` is ``(4, 4, C, K)`` for NHWC ``x_shape``."""
+    """Raise ``ValueError`` unless ``kernel_shape`` is ``(4, 4, C, K)`` for NHWC ``x_shape``,
+    with at least one input channel and one filter (every path refuses zero, none computes it)."""
     if len(kernel_shape) != 4 or tuple(kernel_shape[:3]) != (4, 4, x_shape[-1]):
         raise ValueError(
             f"Kernel shape {tuple(kernel_shape)} does not fit input channels {x_shape[-1]}: "
             "expected (4, 4, in_channels, out_channels)."
         )
+    if kernel_shape[2] == 0 or kernel_shape[3] == 0:
+        raise ValueError(
+            f"Winograd convolutions need at least one input channel and one filter; got kernel "
+            f"shape {tuple(kernel_shape)}.")
+
+
+def static_shape(tensor):
+    """The shape of ``tensor`` with ``None`` for dimensions unknown while tracing."""
+    def known(d):
+        try:
+            return None if d is None else int(d)
+        except (TypeError, ValueError):
+            return None
+
+    return tuple(known(d) for d in getattr(tensor, "shape", ()))
 
 
 def images_in(products_shape, geometry):

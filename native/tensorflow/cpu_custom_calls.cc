@@ -58,16 +58,37 @@ bool output_shape(const char* opaque, size_t length, OutputTransformShape* s) {
   return validate(*s).empty();
 }
 
+enum class Parsed { kUnreadable, kInvalid, kValid };
+
 // Opaque "N H W C K pad_top pad_left tiles_h tiles_w out_h out_w relu",
 // followed by `extra` more integers stored in `tail` (the sparse call's).
-bool conv_shape(const char* opaque, size_t length, ConvShape* s, bool* relu, int extra = 0,
-                int64_t* tail = nullptr) {
+Parsed conv_shape(const char* opaque, size_t length, ConvShape* s, bool* relu, int extra = 0,
+                  int64_t* tail = nullptr) {
   int64_t v[16];
-  if (extra < 0 || 12 + extra > 16 || !parse(opaque, length, 12 + extra, v)) return false;
+  if (extra < 0 || 12 + extra > 16 || !parse(opaque, length, 12 + extra, v))
+    return Parsed::kUnreadable;
   *s = {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]};
   *relu = v[11] != 0;
   std::copy_n(v + 12, extra, tail);
-  return validate(*s).empty();
+  return validate(*s).empty() ? Parsed::kValid : Parsed::kInvalid;
+}
+
+// The element count of a buffer whose sizes come from an opaque that did not
+// validate: 0 when a size is negative or the product implausible (then the
+// buffer is left alone rather than overrun).
+int64_t count_of(std::initializer_list<int64_t> sizes) {
+  constexpr int64_t kLimit = int64_t(1) << 40;
+  int64_t count = 1;
+  for (int64_t size : sizes) {
+    if (size < 0 || (size > 0 && count > kLimit / size)) return 0;
+    count *= size;
+  }
+  return count;
+}
+
+void poison(std::initializer_list<std::pair<float*, int64_t>> outputs) {
+  for (const auto& [data, count] : outputs)
+    std::fill_n(data, count, std::numeric_limits<float>::quiet_NaN());
 }
 
 // TensorFlow gives these kernels no error channel: a kernel that fails
@@ -78,8 +99,7 @@ void run_or_poison(Fn&& fn, std::initializer_list<std::pair<float*, int64_t>> ou
   try {
     fn();
   } catch (...) {
-    for (const auto& [data, count] : outputs)
-      std::fill_n(data, count, std::numeric_limits<float>::quiet_NaN());
+    poison(outputs);
   }
 }
 
@@ -87,8 +107,11 @@ extern "C" void SwcnnTfConvForward(void* out, const void** in, const char* opaqu
                                    size_t length, void* /*status*/) {
   ConvShape s;
   bool relu = false;
-  if (!conv_shape(opaque, length, &s, &relu)) return;
+  const Parsed parsed = conv_shape(opaque, length, &s, &relu);
+  if (parsed == Parsed::kUnreadable) return;
   float* y = static_cast<float*>(out);
+  if (parsed == Parsed::kInvalid)
+    return poison({{y, count_of({s.batch, s.out_h, s.out_w, s.out_channels})}});
   run_or_poison([&] {
     conv_forward_cpu(static_cast<const float*>(in[0]), static_cast<const float*>(in[1]), s,
                      relu, y);
@@ -100,9 +123,13 @@ extern "C" void SwcnnTfConvBackward(void* out, const void** in, const char* opaq
                                     size_t length, void* /*status*/) {
   ConvShape s;
   bool relu = false;
-  if (!conv_shape(opaque, length, &s, &relu)) return;
+  const Parsed parsed = conv_shape(opaque, length, &s, &relu);
+  if (parsed == Parsed::kUnreadable) return;
   float* dx = static_cast<float**>(out)[0];
   float* du = static_cast<float**>(out)[1];
+  if (parsed == Parsed::kInvalid)
+    return poison({{dx, count_of({s.batch, s.height, s.width, s.in_channels})},
+                   {du, count_of({16, s.in_channels, s.out_channels})}});
   run_or_poison([&] {
     conv_backward_cpu(static_cast<const float*>(in[0]), static_cast<const float*>(in[1]),
                       static_cast<const float*>(in[2]), s, relu, dx, du);
@@ -118,12 +145,14 @@ extern "C" void SwcnnTfSparseConvForward(void* out, const void** in, const char*
   ConvShape s;
   bool relu = false;
   int64_t count_and_mode[2];
-  if (!conv_shape(opaque, length, &s, &relu, 2, count_and_mode)) return;
+  const Parsed parsed = conv_shape(opaque, length, &s, &relu, 2, count_and_mode);
+  if (parsed == Parsed::kUnreadable) return;
+  float* y = static_cast<float*>(out);
   const int64_t mode = count_and_mode[1];
-  if (mode < 0 || mode > 2) return;
+  if (parsed == Parsed::kInvalid || mode < 0 || mode > 2)
+    return poison({{y, count_of({s.batch, s.out_h, s.out_w, s.out_channels})}});
   const SparseKernel u{static_cast<const uint32_t*>(in[1]), static_cast<const float*>(in[2]),
                        count_and_mode[0]};
-  float* y = static_cast<float*>(out);
   run_or_poison([&] {
     sparse_conv_forward_cpu(static_cast<const float*>(in[0]), u, s, relu, y,
                             static_cast<SparseMode>(mode));
