@@ -285,3 +285,18 @@ def test_tensorflow_custom_call_with_an_invalid_shape_writes_nan():
 
     y = call(tf.zeros((2, 5, 5, 0)), tf.zeros((16, 0, 3))).numpy()
     assert np.isnan(y).all()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow device configuration")
+def test_build_info_leaves_tensorflow_devices_configurable():
+    import subprocess
+    import sys
+
+    script = (
+        "import keras_swcnn, tensorflow as tf\n"
+        "keras_swcnn.build_info()\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "assert len(tf.config.list_logical_devices('CPU')) == 2\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]

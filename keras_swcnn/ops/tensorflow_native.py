@@ -67,7 +67,9 @@ def unavailable_reason():
 def _find_unavailable_reason():
     if not native.available():
         return f"the native extension did not load ({native.load_error})"
-    if tf.config.list_logical_devices("GPU"):
+    # Physical, not logical, devices: listing logical ones initialises TensorFlow's
+    # runtime, after which the user can no longer configure devices.
+    if tf.config.list_physical_devices("GPU"):
         return ("TensorFlow sees a GPU; the TensorFlow custom calls are CPU-only "
                 "(GPU custom calls are not verified with TensorFlow)")
     error = _register()
