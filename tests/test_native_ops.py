@@ -300,3 +300,39 @@ def test_build_info_leaves_tensorflow_devices_configurable():
         "assert len(tf.config.list_logical_devices('CPU')) == 2\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.skipif(REASON is not None, reason=f"no native path: {REASON}")
+def test_four_threads_run_inference_through_one_model(rng):
+    import threading
+    import time
+
+    from keras_swcnn import benchmark, sparse
+
+    keras.utils.set_random_seed(int(rng.integers(2**31)))
+    model = keras.Sequential([keras.Input((12, 10, 8)), WinogradReLUConv2D(16),
+                              WinogradReLUConv2D(8, padding="valid")])
+    layer = model.layers[1]
+    kernel = ops.convert_to_numpy(layer.kernel)
+    layer.kernel.assign(np.where(rng.random(kernel.shape) < 0.2, kernel, 0))
+    fast = sparse.sparsify(model)  # the sparse kernel too
+    inputs = [random_normal(rng, (3, 12, 10, 8)) for _ in range(4)]
+    runs = [benchmark.compiled_forward(m, x) for m in (model, fast) for x in inputs]
+    expected = [np.asarray(ops.convert_to_numpy(run())) for run in runs]
+    failures = []
+
+    def worker(offset):
+        deadline = time.monotonic() + 2.0
+        i = offset
+        while time.monotonic() < deadline and not failures:
+            got = np.asarray(ops.convert_to_numpy(runs[i % len(runs)]()))
+            if not np.array_equal(got, expected[i % len(runs)]):
+                failures.append(i % len(runs))
+            i += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, f"results changed under concurrency: runs {failures}"
