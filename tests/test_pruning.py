@@ -271,3 +271,20 @@ def test_bad_pruning_requests():
 
     with pytest.raises(ValueError, match="subclassed model"):
         pruning.prune_low_magnitude(Subclassed())
+
+
+def test_a_frozen_pruned_layer_still_computes_with_its_mask(rng):
+    from numpy_reference import conv, rel_error
+
+    layer = pruning.prune_low_magnitude(WinogradReLUConv2D(4, name="w"),
+                                        pruning.ConstantSparsity(0.8, 0, frequency=1))
+    x = random_normal(rng, (2, 6, 5, 3))
+    layer(x, training=True)  # builds, and the first step sets the mask
+    mask = ops.convert_to_numpy(layer.masks[0])
+    assert 0 < mask.sum() < mask.size
+    kernel_before = ops.convert_to_numpy(layer.layer.kernel)
+    layer.layer.trainable = False  # frozen: the kernel is now a non-trainable variable
+    y = ops.convert_to_numpy(layer(x))
+    assert rel_error(y, conv(x, kernel_before * mask)) < 1e-5
+    # The stored kernel is not overwritten by the masked values as a side effect.
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer.layer.kernel), kernel_before)

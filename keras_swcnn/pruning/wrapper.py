@@ -117,15 +117,17 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if training:
             self._update_masks()
         pruned = {id(w): m for w, m in zip(self._pruned, self.masks)}
-        trainable = [
-            v.value * pruned[id(v)].value if id(v) in pruned else v.value
-            for v in self.layer.trainable_variables
-        ]
-        non_trainable = [v.value for v in self.layer.non_trainable_variables]
+
+        def value(v):  # masked wherever the weight sits: a frozen layer's are non-trainable
+            return v.value * pruned[id(v)].value if id(v) in pruned else v.value
+
+        trainable = [value(v) for v in self.layer.trainable_variables]
+        non_trainable = [value(v) for v in self.layer.non_trainable_variables]
         kwargs = {"training": training} if self._inner_takes_training else {}
         outputs, updates = self.layer.stateless_call(trainable, non_trainable, inputs, **kwargs)
-        for variable, value in zip(self.layer.non_trainable_variables, updates):
-            variable.assign(value)
+        for variable, update in zip(self.layer.non_trainable_variables, updates):
+            if id(variable) not in pruned:  # state (e.g. BN statistics), never the weights
+                variable.assign(update)
         return outputs
 
     def compute_output_shape(self, input_shape):
