@@ -288,3 +288,25 @@ def test_a_frozen_pruned_layer_still_computes_with_its_mask(rng):
     assert rel_error(y, conv(x, kernel_before * mask)) < 1e-5
     # The stored kernel is not overwritten by the masked values as a side effect.
     np.testing.assert_array_equal(ops.convert_to_numpy(layer.layer.kernel), kernel_before)
+
+
+def test_nested_models_are_pruned_and_stripped_all_the_way_down(rng):
+    keras.utils.set_random_seed(int(rng.integers(2**31)))
+    inner = keras.Sequential([keras.Input((7, 6, 3)), WinogradReLUConv2D(4, name="inner_w")],
+                             name="inner")
+    inputs = keras.Input((7, 6, 3))
+    y = keras.layers.GlobalAveragePooling2D()(inner(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(y))
+    pruned = compiled(pruning.prune_low_magnitude(
+        model, pruning.ConstantSparsity(0.75, 0, frequency=1),
+        filter_fn=lambda layer: isinstance(layer, WinogradReLUConv2D)))
+    assert [l.layer.name for l in pruning.pruned_layers(pruned)] == ["inner_w"]
+    x = random_normal(rng, (8, 7, 6, 3))
+    pruned.fit(x, random_normal(rng, (8, 2)), batch_size=4, epochs=1, verbose=0,
+               callbacks=[pruning.UpdatePruningStep()])
+    before = pruned.predict(x, verbose=0)
+    stripped = pruning.strip_pruning(pruned)
+    assert not pruning.pruned_layers(stripped)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
+    kernel = ops.convert_to_numpy(stripped.get_layer("inner").get_layer("inner_w").kernel)
+    assert (kernel == 0).sum() == expected_zeros(kernel.size, 0.75)

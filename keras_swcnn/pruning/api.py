@@ -75,7 +75,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, filter_fn=None):
                 return PruneLowMagnitude(layer, schedule)
             return layer
 
-        return keras.models.clone_model(to_prune, clone_function=wrap)
+        return keras.models.clone_model(to_prune, clone_function=wrap, recursive=True)
     if isinstance(to_prune, keras.layers.Layer):
         return PruneLowMagnitude(to_prune, schedule)
     raise ValueError(
@@ -106,7 +106,8 @@ def strip_pruning(model):
     if not _is_model(model):
         raise ValueError(f"strip_pruning takes a model or a pruned layer, got {type(model).__name__}.")
     _check_cloneable(model)
-    return keras.models.clone_model(model, clone_function=_strip_layer)
+    # Recursive, as pruned_layers is: wrappers inside nested models go too.
+    return keras.models.clone_model(model, clone_function=_strip_layer, recursive=True)
 
 
 def pruned_layers(model):
