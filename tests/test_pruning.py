@@ -310,3 +310,33 @@ def test_nested_models_are_pruned_and_stripped_all_the_way_down(rng):
     np.testing.assert_allclose(stripped.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
     kernel = ops.convert_to_numpy(stripped.get_layer("inner").get_layer("inner_w").kernel)
     assert (kernel == 0).sum() == expected_zeros(kernel.size, 0.75)
+
+
+@keras.saving.register_keras_serializable(package="test_pruning")
+class EveryOtherStep(pruning.PruningSchedule):
+    """A user's schedule: prune to `sparsity` on even steps."""
+
+    def __init__(self, sparsity):
+        self.sparsity = sparsity
+
+    def __call__(self, step):
+        return ops.equal(ops.mod(step, 2), 0), ops.convert_to_tensor(self.sparsity, "float32")
+
+    def get_config(self):
+        return {"sparsity": self.sparsity}
+
+
+class Unregistered(EveryOtherStep):
+    pass
+
+
+def test_custom_schedules_save_and_load_when_registered(rng, tmp_path):
+    model = pruning.prune_low_magnitude(winograd_model(int(rng.integers(2**31))), EveryOtherStep(0.6))
+    path = str(tmp_path / "pruned.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    schedules = [layer.pruning_schedule for layer in pruning.pruned_layers(loaded)]
+    assert schedules and all(s == EveryOtherStep(0.6) for s in schedules)
+    unregistered = pruning.prune_low_magnitude(winograd_model(0), Unregistered(0.5))
+    with pytest.raises(ValueError, match="register it with"):
+        unregistered.save(str(tmp_path / "unregistered.keras"))

@@ -209,11 +209,16 @@ def get(identifier):
     if isinstance(identifier, dict):
         name = identifier.get("class_name")
         config = identifier.get("config", {})
-        if name not in _CLASSES:
-            raise ValueError(
-                f"Unknown pruning schedule {name!r}; supported: {sorted(_CLASSES)}."
-            )
-        return _CLASSES[name].from_config(dict(config))
+        if name in _CLASSES:
+            return _CLASSES[name].from_config(dict(config))
+        # A user's subclass, registered with keras.saving.register_keras_serializable.
+        registered = keras.saving.get_registered_object(name) if isinstance(name, str) else None
+        if isinstance(registered, type) and issubclass(registered, PruningSchedule):
+            return registered.from_config(dict(config))
+        raise ValueError(
+            f"Unknown pruning schedule {name!r}; supported: {sorted(_CLASSES)}, or a "
+            "PruningSchedule subclass registered with keras.saving.register_keras_serializable."
+        )
     # tfmot's schedules: their get_config() returns {"class_name", "config"}.
     get_config = getattr(identifier, "get_config", None)
     if get_config is not None and type(identifier).__name__ in _CLASSES:
@@ -225,5 +230,17 @@ def get(identifier):
 
 
 def serialize(schedule):
-    """A config dict (tfmot's ``{"class_name", "config"}`` form) that ``get`` accepts."""
-    return {"class_name": type(schedule).__name__, "config": schedule.get_config()}
+    """A config dict (tfmot's ``{"class_name", "config"}`` form) that ``get`` accepts.
+
+    Raises:
+        ValueError: a subclass of ours that Keras could not find again when loading.
+    """
+    cls = type(schedule)
+    if cls.__name__ in _CLASSES and _CLASSES[cls.__name__] is cls:
+        return {"class_name": cls.__name__, "config": schedule.get_config()}
+    name = keras.saving.get_registered_name(cls)
+    if keras.saving.get_registered_object(name) is not cls:
+        raise ValueError(
+            f"The pruning schedule {cls.__name__} cannot be saved: register it with "
+            "@keras.saving.register_keras_serializable() so that loading finds it.")
+    return {"class_name": name, "config": schedule.get_config()}
