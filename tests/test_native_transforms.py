@@ -179,3 +179,14 @@ def test_out_is_written_in_place_or_refused(rng):
     image[:] = x
     with pytest.raises(ValueError, match="overlaps an input"):
         native.input_transform(image, out=shared.reshape(shape))
+
+
+def test_huge_sizes_are_refused_before_any_arithmetic_overflows():
+    # Under UBSan (tools/sanitizer_check.sh) these used to report signed overflow in validate.
+    module = native._require()
+    x = np.zeros((1, 5, 5, 2), np.float32)
+    for tiles in ((2**62, 1), (1, 2**62), (2**63 - 1, 1)):
+        with pytest.raises(ValueError, match="too large"):
+            module.input_transform(x, 1, 1, *tiles, True)
+    with pytest.raises(ValueError, match="too large"):
+        module.output_transform(np.zeros((16, 1, 2), np.float32), 1, 2**62, 1, 2**62, 1)

@@ -40,6 +40,14 @@ bool product_overflows(std::initializer_list<int64_t> dims) {
   return false;
 }
 
+// Whether a size exceeds what any tensor could have; checked before the sizes
+// meet in sums and products, so that those cannot overflow.
+bool any_too_large(std::initializer_list<int64_t> sizes) {
+  for (int64_t size : sizes)
+    if (size > kMaxElements) return true;
+  return false;
+}
+
 int64_t grain_for(int64_t floats_per_item) {
   return std::max<int64_t>(1, kGrainFloats / std::max<int64_t>(floats_per_item, 1));
 }
@@ -77,6 +85,9 @@ std::string validate(const InputTransformShape& s) {
   if (s.pad_top < 0 || s.pad_left < 0 || s.pad_top > 2 || s.pad_left > 2)
     return "pad_top and pad_left must be in [0, 2]";
   if (s.tiles_h < 1 || s.tiles_w < 1) return "tiles_h and tiles_w must be >= 1";
+  // Before any arithmetic on them: no single size may overflow it.
+  if (any_too_large({s.batch, s.height, s.width, s.channels, s.tiles_h, s.tiles_w}))
+    return "tensor too large";
   // Each tile must start inside the padded image, or it would read nothing
   // but padding: that is a caller bug, not a shape we silently accept.
   if (2 * (s.tiles_h - 1) - s.pad_top >= s.height ||
@@ -91,6 +102,8 @@ std::string validate(const InputTransformShape& s) {
 std::string validate(const OutputTransformShape& s) {
   if (s.batch < 0 || s.tiles_h < 1 || s.tiles_w < 1 || s.channels < 1)
     return "products must have shape [16, N * TH * TW, K] with TH, TW, K >= 1";
+  if (any_too_large({s.batch, s.tiles_h, s.tiles_w, s.channels, s.out_h, s.out_w}))
+    return "tensor too large";
   if (s.out_h < 1 || s.out_w < 1 || s.out_h > 2 * s.tiles_h || s.out_w > 2 * s.tiles_w ||
       s.out_h <= 2 * (s.tiles_h - 1) || s.out_w <= 2 * (s.tiles_w - 1))
     return "out_h/out_w must satisfy 2*(tiles-1) < out <= 2*tiles";
