@@ -276,12 +276,18 @@ def test_tensorflow_custom_call_with_an_invalid_shape_writes_nan():
     # zero input channels, which the Python side refuses before emitting a call) must not
     # leave the output uninitialised.
     import tensorflow as tf
+    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+
     from keras_swcnn.ops import tensorflow_native
 
+    tensorflow_native._register()
+
     @tf.function(jit_compile=True)
-    def call(x, u):
-        return tensorflow_native._custom_call("swcnn_tf_conv_forward", [x, u], (2, 5, 5, 3),
-                                              2, 5, 5, 0, 3, 1, 1, 3, 3, 5, 5, 1)
+    def call(x, u):  # emitted directly: the Python-side checks would refuse this shape
+        return gen_xla_ops.xla_custom_call_v2(
+            operands=[x, u], call_target_name="swcnn_tf_conv_forward",
+            backend_config="2 5 5 0 3 1 1 3 3 5 5 1", has_side_effect=False,
+            result_dtypes=[tf.float32], result_shapes=[(2, 5, 5, 3)])[0]
 
     y = call(tf.zeros((2, 5, 5, 0)), tf.zeros((16, 0, 3))).numpy()
     assert np.isnan(y).all()
@@ -336,3 +342,15 @@ def test_four_threads_run_inference_through_one_model(rng):
     for thread in threads:
         thread.join()
     assert not failures, f"results changed under concurrency: runs {failures}"
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow custom calls")
+def test_tensorflow_refuses_a_geometry_the_kernel_would_refuse_while_tracing():
+    # The products hold 4 one-tile images, but out_h = 3 is more than one tile row covers:
+    # the call used to be emitted and return uninitialised memory.
+    from keras_swcnn import winograd
+    from keras_swcnn.ops import tensorflow_native
+
+    geometry = winograd.TileGeometry(out_h=3, out_w=2, tiles_h=1, tiles_w=1, pad_top=1, pad_left=1)
+    with pytest.raises(ValueError, match="out_h/out_w must satisfy"):
+        tensorflow_native.output_transform(np.ones((16, 4, 3), np.float32), geometry)

@@ -84,8 +84,31 @@ def can_run(x):
     return shape.rank == 4 and all(d is not None for d in shape.as_list()[1:])
 
 
+# Which of the kernels' own checks (in the native module) a target's configuration
+# passes, and how many of its leading values it takes.
+_CHECKS = {
+    "swcnn_tf_input_transform": ("check_input_transform", 8),
+    "swcnn_tf_input_transform_backward": ("check_input_transform", 8),
+    "swcnn_tf_output_transform": ("check_output_transform", 6),
+    "swcnn_tf_output_transform_backward": ("check_output_transform", 6),
+    "swcnn_tf_conv_forward": ("check_conv", 11),
+    "swcnn_tf_conv_backward": ("check_conv", 11),
+    "swcnn_tf_sparse_conv_forward": ("check_conv", 11),
+}
+
+
+def _check(target, config):
+    """Raise ``ValueError`` now, while tracing, for a shape the kernel would refuse at run time
+    (where TensorFlow gives it no way to report an error): the kernels' own check, not a copy."""
+    name, count = _CHECKS[target]
+    error = getattr(native._require(), name)(*(int(v) for v in config[:count]))
+    if error:
+        raise ValueError(f"keras_swcnn: {error} (shape {tuple(int(v) for v in config[:count])}).")
+
+
 def _custom_call(target, operands, shape, *config):
     """One custom call; ``shape`` is a shape, or a list of shapes for a tuple of results."""
+    _check(target, config)
     shapes = shape if isinstance(shape, list) else [shape]
     results = gen_xla_ops.xla_custom_call_v2(
         operands=operands, call_target_name=target,

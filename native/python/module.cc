@@ -229,9 +229,37 @@ nb::object sparse_conv_forward(InArray4 x, InMask mask, InValues values, int64_t
   return result;
 }
 
+// The kernels' own shape checks, for callers that emit kernel calls without
+// running them (TensorFlow traces custom calls that run later, where they
+// cannot report errors): "" when the shape is supported, else why not.
+std::string check_input_transform(int64_t batch, int64_t height, int64_t width, int64_t channels,
+                                  int64_t pad_top, int64_t pad_left, int64_t tiles_h,
+                                  int64_t tiles_w) {
+  return swcnn::validate(swcnn::InputTransformShape{batch, height, width, channels, pad_top,
+                                                    pad_left, tiles_h, tiles_w});
+}
+
+std::string check_output_transform(int64_t batch, int64_t tiles_h, int64_t tiles_w,
+                                   int64_t channels, int64_t out_h, int64_t out_w) {
+  return swcnn::validate(
+      swcnn::OutputTransformShape{batch, tiles_h, tiles_w, channels, out_h, out_w});
+}
+
+std::string check_conv(int64_t batch, int64_t height, int64_t width, int64_t in_channels,
+                       int64_t out_channels, int64_t pad_top, int64_t pad_left, int64_t tiles_h,
+                       int64_t tiles_w, int64_t out_h, int64_t out_w) {
+  return swcnn::validate(swcnn::ConvShape{batch, height, width, in_channels, out_channels,
+                                          pad_top, pad_left, tiles_h, tiles_w, out_h, out_w});
+}
+
 }  // namespace
 
 NB_MODULE(_native, module) {
+  module.def("check_input_transform", &check_input_transform,
+             "'' when the input-transform shape is supported, else why not.");
+  module.def("check_output_transform", &check_output_transform,
+             "'' when the output-transform shape is supported, else why not.");
+  module.def("check_conv", &check_conv, "'' when the convolution shape is supported, else why not.");
   module.doc() = "keras-swcnn native CPU kernels (Winograd F(2x2,3x3) transforms).";
   module.def("input_transform", &input_transform, nb::arg("x"), nb::arg("pad_top"),
              nb::arg("pad_left"), nb::arg("tiles_h"), nb::arg("tiles_w"),
