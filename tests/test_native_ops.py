@@ -354,3 +354,20 @@ def test_tensorflow_refuses_a_geometry_the_kernel_would_refuse_while_tracing():
     geometry = winograd.TileGeometry(out_h=3, out_w=2, tiles_h=1, tiles_w=1, pad_top=1, pad_left=1)
     with pytest.raises(ValueError, match="out_h/out_w must satisfy"):
         tensorflow_native.output_transform(np.ones((16, 4, 3), np.float32), geometry)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow custom calls")
+def test_tensorflow_operands_are_pinned_to_their_traced_shapes(rng):
+    import tensorflow as tf
+
+    u = random_normal(rng, (4, 4, 3, 2))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+    def lying(x):
+        x.set_shape([4, 8, 8, 3])  # a wrong static shape: the batch will be 1
+        return wops.winograd_conv2d(x, u, implementation="native")
+
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+        lying(tf.zeros((1, 8, 8, 3)))
+    x = random_normal(rng, (4, 8, 8, 3))
+    assert rel_error(lying(x).numpy(), conv(x, u)) < 1e-5  # the truth still runs

@@ -110,6 +110,9 @@ def _custom_call(target, operands, shape, *config):
     """One custom call; ``shape`` is a shape, or a list of shapes for a tuple of results."""
     _check(target, config)
     shapes = shape if isinstance(shape, list) else [shape]
+    # The kernel sizes its reads from the traced shapes: pin them, so that a tensor
+    # whose static shape was asserted wrongly (set_shape) fails instead of being overrun.
+    operands = [tf.ensure_shape(operand, operand.shape) for operand in operands]
     results = gen_xla_ops.xla_custom_call_v2(
         operands=operands, call_target_name=target,
         backend_config=" ".join(str(int(v)) for v in config), has_side_effect=False,
