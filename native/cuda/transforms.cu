@@ -68,7 +68,9 @@ __global__ void input_transform_kernel(const float* __restrict__ x, InputTransfo
   for (int r = 0; r < 4; ++r) {  // columns: (B^T d) B
     float w[4] = {t[r][0] - t[r][2], t[r][1] + t[r][2], t[r][2] - t[r][1], t[r][1] - t[r][3]};
 #pragma unroll
-    for (int c = 0; c < 4; ++c) out[(4 * r + c) * plane] = relu ? fmaxf(w[c], 0.0f) : w[c];
+    // Not fmaxf, which returns 0 for a NaN: NaN propagates, as on the CPU and in keras.ops.
+    for (int c = 0; c < 4; ++c)
+      out[(4 * r + c) * plane] = relu && w[c] < 0.0f ? 0.0f : w[c];
   }
 }
 
