@@ -37,15 +37,23 @@ def check_kernel_fits(x_shape, kernel_shape):
             f"shape {tuple(kernel_shape)}.")
 
 
+def known_dimension(dimension):
+    """``dimension`` as an int, or ``None`` when it is unknown while tracing.
+
+    TensorFlow reports unknown dimensions as ``None``, torch's ONNX tracer as 0-d
+    tensors, ``jax.export`` as symbolic dimensions that refuse ``int()``.
+    """
+    if dimension is None:
+        return None
+    try:
+        return int(dimension)
+    except Exception:  # noqa: BLE001 - each framework raises its own type for symbolic sizes
+        return None
+
+
 def static_shape(tensor):
     """The shape of ``tensor`` with ``None`` for dimensions unknown while tracing."""
-    def known(d):
-        try:
-            return None if d is None else int(d)
-        except (TypeError, ValueError):
-            return None
-
-    return tuple(known(d) for d in getattr(tensor, "shape", ()))
+    return tuple(known_dimension(d) for d in getattr(tensor, "shape", ()))
 
 
 def images_in(products_shape, geometry):

@@ -31,22 +31,15 @@ import numpy as np
 from keras import ops
 
 from keras_swcnn import winograd
+from keras_swcnn.ops._shapes import known_dimension
 from keras_swcnn.ops.reference import batched_product, input_transform, output_transform  # noqa: F401
 
 #: Filter ``t = 4 a + b`` of the input transform, as a 4x4 spatial filter: ``B^T[a, r] B^T[b, s]``.
 _INPUT_FILTERS = np.einsum("ar,bs->abrs", winograd.BT, winograd.BT).reshape(16, 4, 4)
 
 
-def _known(dimension):
-    # torch's ONNX tracer reports dimensions as 0-d tensors; int() reads them.
-    try:
-        return None if dimension is None else int(dimension)
-    except (TypeError, ValueError):
-        return None
-
-
 def _static_size(x):
-    height, width, channels = (_known(d) for d in x.shape[1:])
+    height, width, channels = (known_dimension(d) for d in x.shape[1:])
     if None in (height, width, channels):
         raise ValueError(
             "The portable Winograd lowering (used for export) needs a known height, width and "
@@ -56,7 +49,7 @@ def _static_size(x):
 
 def _transformed_tiles(x, geometry, channels, relu):
     """``V[t]`` for the 16 positions, each ``(N, TH, TW, C)``."""
-    height, width = _known(x.shape[1]), _known(x.shape[2])
+    height, width = known_dimension(x.shape[1]), known_dimension(x.shape[2])
     pad_bottom = 2 * geometry.tiles_h + 2 - height - geometry.pad_top
     pad_right = 2 * geometry.tiles_w + 2 - width - geometry.pad_left
     x = ops.pad(x, [[0, 0], [geometry.pad_top, pad_bottom], [geometry.pad_left, pad_right], [0, 0]])
@@ -81,7 +74,7 @@ def _signed_sum(terms):
 def _interleave(a, b, axis):
     """Alternate ``a`` and ``b`` along ``axis`` (1: rows, 2: columns) of NHWC tensors."""
     stacked = ops.stack([a, b], axis=axis + 1)
-    shape = [-1] + [_known(d) for d in a.shape[1:]]
+    shape = [-1] + [known_dimension(d) for d in a.shape[1:]]
     shape[axis] *= 2
     return ops.reshape(stacked, shape)
 
