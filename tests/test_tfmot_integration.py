@@ -26,5 +26,5 @@ def test_tfmot_end_to_end():
     result = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     for line in ("forward matches numpy", "UpdatePruningStep / strip_pruning", "sparsity_m_by_n=(2, 4)",
-                 "weights convert", "TFLite interpreter"):
+                 "weights convert", "TFLite interpreter", "the Keras 3 layer's rules"):
         assert line in result.stdout, result.stdout

@@ -102,3 +102,17 @@ interpreter.invoke()
 lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 assert rel_error(lite, stripped.predict(x, verbose=0)) < 1e-5
 print("OK TFLiteConverter: the stripped model runs in the TFLite interpreter")
+
+# 6. The twin checks its arguments with the Keras 3 layer's rules (one home for them).
+assert WinogradReLUConv2D(4, padding="SAME").padding == "same"
+for bad, message in (({"padding": "full"}, "padding must be"), ({"filters": 0}, "filters must be"),
+                     ({"filters": True}, "filters must be"),
+                     ({"implementation": "fast"}, "implementation must be"),
+                     ({"winograd_activation": "gelu"}, "winograd_activation must be")):
+    try:
+        WinogradReLUConv2D(**{"filters": 4, **bad})
+    except ValueError as error:
+        assert message in str(error), error
+    else:
+        raise AssertionError(f"accepted {bad}")
+print("OK the twin checks its arguments with the Keras 3 layer's rules")

@@ -26,10 +26,9 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 
 from keras_swcnn import winograd
-from keras_swcnn.layers.winograd_relu_conv2d import DEFAULT_KERNEL_INITIALIZER
-
-
-IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
+from keras_swcnn import ops as winograd_ops
+from keras_swcnn.layers.winograd_relu_conv2d import (
+    DEFAULT_KERNEL_INITIALIZER, check_filters, check_layer_options)
 
 
 def _keras_ops_conv(module, x, kernel, padding, winograd_activation):
@@ -81,13 +80,10 @@ class WinogradReLUConv2D(tf_keras.layers.Layer, tfmot.sparsity.keras.PrunableLay
                  use_bias=False, kernel_initializer=None, bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, implementation="auto", **kwargs):
         super().__init__(**kwargs)
-        if padding not in ("same", "valid"):
-            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
-        if winograd_activation not in ("relu", None):
-            raise ValueError(f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}.")
-        self.filters = int(filters)
+        # The Keras 3 layer's rules (this twin is channels_last only).
+        padding, _ = check_layer_options(padding, "channels_last", winograd_activation)
+        winograd_ops.check_implementation(implementation)
+        self.filters = check_filters(filters)
         self.padding = padding
         self.winograd_activation = winograd_activation
         self.activation = tf_keras.activations.get(activation)

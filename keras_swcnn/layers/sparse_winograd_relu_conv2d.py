@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_swcnn import ops as winograd_ops
 from keras_swcnn.layers.winograd_relu_conv2d import (
-    WinogradReLUConv2D, check_layer_options, conv_output_shape, run_channels_last)
+    WinogradReLUConv2D, check_filters, check_layer_options, conv_output_shape, run_channels_last)
 from keras_swcnn import sparse_format
 
 
@@ -50,8 +50,7 @@ class SparseWinogradReLUConv2D(keras.layers.Layer):
                  implementation="auto", sparse_mode="auto", **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
-        if not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"filters must be a positive integer, got {filters!r}.")
+        filters = check_filters(filters)
         if not isinstance(stored, (int, np.integer)) or stored < 0:
             raise ValueError(f"stored must be a non-negative integer, got {stored!r}.")
         self.padding, self.data_format = check_layer_options(
@@ -60,7 +59,7 @@ class SparseWinogradReLUConv2D(keras.layers.Layer):
             raise ValueError(
                 f"sparse_mode must be one of {winograd_ops.SPARSE_MODES}, got {sparse_mode!r}.")
         winograd_ops.check_implementation(implementation)
-        self.filters = int(filters)
+        self.filters = filters
         self.stored = int(stored)
         self.winograd_activation = winograd_activation
         self.activation = keras.activations.get(activation)

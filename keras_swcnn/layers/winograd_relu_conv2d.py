@@ -27,6 +27,13 @@ def _as_pair(value, name):
     return pair
 
 
+def check_filters(filters):
+    """``filters`` as an int, or ``ValueError`` unless it is a positive integer."""
+    if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters < 1:
+        raise ValueError(f"filters must be a positive integer, got {filters!r}.")
+    return int(filters)
+
+
 def check_layer_options(padding, data_format, winograd_activation):
     """``(padding, data_format)`` normalised, or ``ValueError`` naming what is not supported."""
     if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
@@ -157,9 +164,7 @@ class WinogradReLUConv2D(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        if not isinstance(filters, (int, np.integer)) or filters < 1:
-            raise ValueError(f"filters must be a positive integer, got {filters!r}.")
-        self.filters = int(filters)
+        self.filters = check_filters(filters)
         if _as_pair(kernel_size, "kernel_size") != (3, 3):
             raise ValueError(
                 f"WinogradReLUConv2D supports only kernel_size=3 (F(2x2, 3x3)), "
