@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_swcnn import export
 from keras_swcnn.ops import portable, reference
-from keras_swcnn.ops._shapes import check_kernel_fits, static_shape
+from keras_swcnn.ops._shapes import check_kernel_fits, nhwc_geometry, static_shape
 
 IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
 WINOGRAD_ACTIVATIONS = ("relu", None)
@@ -160,11 +160,9 @@ def winograd_conv2d(
 
 
 def _empty_result(x, x_shape, filters, padding):
-    from keras_swcnn import winograd
-
     if x_shape[1] is None or x_shape[2] is None:
         raise ValueError(f"An empty batch needs a known height and width; got shape {x_shape}.")
-    geometry = winograd.tile_geometry(x_shape[1], x_shape[2], padding)
+    geometry = nhwc_geometry(x_shape, padding)
     dtype = keras.backend.standardize_dtype(getattr(x, "dtype", "float32"))
     return keras.ops.zeros((0, geometry.out_h, geometry.out_w, filters), dtype=dtype)
 
@@ -206,20 +204,20 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     if mode not in SPARSE_MODES:
         raise ValueError(f"mode must be one of {SPARSE_MODES}, got {mode!r}.")
     mask_shape = tuple(getattr(mask, "shape", ()))
-    channels = tuple(getattr(x, "shape", ()))[-1:]
-    if channels and channels[0] is not None:
+    x_shape = static_shape(x)
+    channels = x_shape[-1] if x_shape else None
+    if channels is not None:
         from keras_swcnn import sparse_format
 
         if len(mask_shape) != 3 or mask_shape[0] != 16 or (
-                mask_shape[2] != sparse_format.mask_words(channels[0])):
+                mask_shape[2] != sparse_format.mask_words(channels)):
             raise ValueError(
-                f"mask shape {mask_shape} does not fit {channels[0]} input channels: expected "
-                f"(16, filters, {sparse_format.mask_words(channels[0])}).")
+                f"mask shape {mask_shape} does not fit {channels} input channels: expected "
+                f"(16, filters, {sparse_format.mask_words(channels)}).")
     if len(tuple(getattr(values, "shape", (0,)))) != 1:
         raise ValueError(f"values must be 1D, got shape {tuple(values.shape)}.")
-    x_shape = static_shape(x)
-    if channels and channels[0] is not None:
-        check_kernel_fits(x_shape, (4, 4, channels[0], mask_shape[1]))
+    if channels is not None:
+        check_kernel_fits(x_shape, (4, 4, channels, mask_shape[1]))
     if x_shape[:1] == (0,):
         return _empty_result(x, x_shape, mask_shape[1], _check_padding(padding))
     impl = resolve_implementation(implementation)

@@ -23,6 +23,13 @@ def dynamic_geometry(x, padding):
     )
 
 
+def nhwc_geometry(shape, padding):
+    """The tile geometry of a 4D NHWC shape (``ValueError`` for any other rank or a too-small image)."""
+    if len(shape) != 4:
+        raise ValueError(f"Expected a 4D NHWC input, got shape {tuple(shape)}.")
+    return winograd.tile_geometry(int(shape[1]), int(shape[2]), padding)
+
+
 def check_kernel_fits(x_shape, kernel_shape):
     """Raise ``ValueError`` unless ``kernel_shape`` is ``(4, 4, C, K)`` for NHWC ``x_shape``,
     with at least one input channel and one filter (every path refuses zero, none computes it)."""

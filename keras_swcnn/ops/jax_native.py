@@ -31,9 +31,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from keras_swcnn import native, winograd
+from keras_swcnn import native
 from keras_swcnn.ops import SPARSE_MODES
-from keras_swcnn.ops._shapes import check_kernel_fits, images_in
+from keras_swcnn.ops._shapes import check_kernel_fits, images_in, nhwc_geometry
 
 _registered = False
 
@@ -75,12 +75,6 @@ def _call(target, result_shape, *args, **attributes):
         result = jax.ShapeDtypeStruct(result_shape, jnp.float32)
     # Each call works on one whole NHWC batch; under vmap, run them one by one.
     return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args, **attributes)
-
-
-def _geometry(x_shape, padding):
-    if len(x_shape) != 4:
-        raise ValueError(f"Expected a 4D NHWC input, got shape {tuple(x_shape)}.")
-    return winograd.tile_geometry(x_shape[1], x_shape[2], padding)
 
 
 def _input_transform(x, geometry, relu):
@@ -143,7 +137,7 @@ def _tile_attributes(geometry, relu):
 
 
 def _conv_forward(x, kernel, padding, relu):
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     check_kernel_fits(x.shape, kernel.shape)
     if _fused():
         shape = (x.shape[0], geometry.out_h, geometry.out_w, kernel.shape[-1])
@@ -157,7 +151,7 @@ def _conv_forward(x, kernel, padding, relu):
 
 def _conv_backward(padding, relu, residuals, dy):
     x, kernel = residuals
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     u = _positions(kernel)
     if _fused():
         dx, du = _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
@@ -199,7 +193,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     x, dtype = _as_float32(x)
     mask = jnp.asarray(mask, jnp.int32)
     values = jnp.asarray(values, jnp.float32)
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     relu = winograd_activation == "relu"
     if not _fused():
         from keras_swcnn import sparse_format
@@ -215,7 +209,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
 def input_transform(x, padding="same", relu=True):
     """Native ``(relu of) B^T d B`` as ``[16, N*TH*TW, C]`` (forward only)."""
     x, dtype = _as_float32(x)
-    return _input_transform(x, _geometry(x.shape, padding), relu).astype(dtype)
+    return _input_transform(x, nhwc_geometry(x.shape, padding), relu).astype(dtype)
 
 
 def batched_product(v, kernel):

@@ -29,9 +29,9 @@ Example:
 import keras
 import torch
 
-from keras_swcnn import export, native, winograd
+from keras_swcnn import export, native
 from keras_swcnn.ops import SPARSE_MODES
-from keras_swcnn.ops._shapes import check_kernel_fits, images_in
+from keras_swcnn.ops._shapes import check_kernel_fits, images_in, nhwc_geometry
 
 
 def _kernels():
@@ -163,17 +163,11 @@ def _as_float32(x):
     return x.to(torch.float32), x.dtype
 
 
-def _geometry(shape, padding):
-    if len(shape) != 4:
-        raise ValueError(f"Expected a 4D NHWC input, got shape {tuple(shape)}.")
-    return winograd.tile_geometry(int(shape[1]), int(shape[2]), padding)
-
-
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``), differentiable."""
     x, dtype = _as_float32(x)
     kernel, _ = _as_float32(kernel)
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     check_kernel_fits(tuple(x.shape), tuple(kernel.shape))
     u = kernel.reshape((16,) + tuple(kernel.shape[2:]))
     y = conv_forward(x, u, geometry.pad_top, geometry.pad_left, geometry.tiles_h, geometry.tiles_w,
@@ -185,7 +179,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
                            mode="auto"):
     """Native sparse convolution (see ``keras_swcnn.ops.sparse_winograd_conv2d``); inference only."""
     x, dtype = _as_float32(x)
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     y = sparse_conv_forward(
         x, _tensor(mask, "int32"), _tensor(values, "float32"),
         geometry.pad_top, geometry.pad_left, geometry.tiles_h, geometry.tiles_w, geometry.out_h,
@@ -196,7 +190,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
 def input_transform(x, padding="same", relu=True):
     """Native ``(relu of) B^T d B`` as ``[16, N*TH*TW, C]`` (forward only)."""
     x, dtype = _as_float32(x)
-    geometry = _geometry(x.shape, padding)
+    geometry = nhwc_geometry(x.shape, padding)
     v = input_transform_op(x, geometry.pad_top, geometry.pad_left, geometry.tiles_h,
                            geometry.tiles_w, relu)
     return v.to(dtype)
