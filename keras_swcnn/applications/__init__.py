@@ -63,13 +63,14 @@ def ResNet18(include_top=True, weights=None, input_tensor=None, input_shape=None
         _check_architecture(entry, arguments)
         path = weights_registry.fetch(entry)
         source_arguments = dict(entry.architecture)
+        compact = entry.compact
     elif isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
         path = os.fspath(weights)
         source_arguments = {k: v for k, v in arguments.items()
                             if k not in ("include_top", "input_tensor", "pooling", "name")}
+        compact = False
     else:
         weights_registry.get_entry(weights)  # raises: unknown name (and not a file)
-    compact = isinstance(weights, str) and weights in weights_registry.REGISTRY and entry.compact
     try:
         source = _load_source(path, source_arguments, compact)
     except Exception as error:  # h5py/zipfile/Keras raise many types for bad files

@@ -238,10 +238,10 @@ def load_tensorpack_checkpoint(model, checkpoint, masks=None):
     for layer in model.layers:
         if not layer.weights:
             continue
-        values = [reader.get_tensor(name) for name in checkpoint_names(layer)]
+        names = checkpoint_names(layer)
+        values = [reader.get_tensor(name) for name in names]
         if isinstance(layer, WinogradReLUConv2D):
-            (name,) = checkpoint_names(layer)
-            kernel = values[0] * masks[name] if masks is not None else values[0]
+            kernel = values[0] * masks[names[0]] if masks is not None else values[0]
             values = [winograd.from_paper_layout(kernel)]
         assignments.append((layer, values))
     for layer, values in assignments:
