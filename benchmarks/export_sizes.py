@@ -21,18 +21,6 @@ from keras_swcnn import export, sparse
 from keras_swcnn.applications import ResNet18
 
 
-def litert_outputs(path, x):
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(path)
-    entry = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(entry["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="directory for the files (default: a temporary one)")
@@ -58,7 +46,7 @@ def main():
             row = dict(model=label, format="litert" if extension else "tf_saved_model", bytes=raw,
                        gzipped=packed)
             if extension:
-                got = litert_outputs(path, x)
+                got = export.litert_outputs(path, x)
                 row["max_abs_error"] = float(np.abs(got - expected).max())
             rows.append(row)
             print(f"{label:30s} {row['format']:15s} {raw / 1e6:6.2f} MB  gzipped {packed / 1e6:6.2f} MB"

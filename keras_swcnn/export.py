@@ -149,3 +149,26 @@ def artifact_size(path):
         raw += len(data)
         packed += len(gzip.compress(data, compresslevel=9))
     return raw, packed
+
+
+def litert_outputs(model, x):
+    """Run a LiteRT model (a ``.tflite`` path or its bytes) on the batch ``x`` in TensorFlow's interpreter.
+
+    The input is resized to ``x``'s batch, so a model exported with an unknown batch size
+    runs on any. Returns the first output as a numpy array.
+
+    Example:
+        >>> litert_outputs("model.tflite", images)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = tf.lite.Interpreter(model_content=bytes(model))
+    else:
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(model))
+    entry = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(entry["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(entry["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])

@@ -15,20 +15,13 @@ import keras
 from keras import ops
 
 import keras_swcnn
-from conftest import BACKEND, gradients, random_normal
+from conftest import BACKEND, as_if_not_installed, gradients, random_normal
 from keras_swcnn import export, sparse
 from keras_swcnn import ops as wops
 from keras_swcnn.layers import SparseWinogradReLUConv2D, WinogradReLUConv2D
 from numpy_reference import conv, conv_grads, rel_error
 
-WITHOUT_KERAS_SWCNN = """
-import sys
-class Absent:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "keras_swcnn":
-            raise ModuleNotFoundError("No module named 'keras_swcnn'", name="keras_swcnn")
-sys.meta_path.insert(0, Absent())
-"""
+WITHOUT_KERAS_SWCNN = as_if_not_installed("keras_swcnn")
 
 
 def run_without_keras_swcnn(code, tmp_path, **arrays):
@@ -127,18 +120,6 @@ def small_model(rng, sparse_layer=False):
 tensorflow_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow-backend export")
 
 
-def litert_outputs(path, x):
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(str(path))
-    entry = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(entry["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(entry["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
 @tensorflow_only
 @pytest.mark.parametrize("sparse_layer", [False, True])
 def test_litert_export_runs_in_the_interpreter(rng, tmp_path, sparse_layer):
@@ -146,7 +127,7 @@ def test_litert_export_runs_in_the_interpreter(rng, tmp_path, sparse_layer):
     x = random_normal(rng, (3, 9, 7, 5))
     expected = model.predict(x, verbose=0)
     model.export(str(tmp_path / "m.tflite"), format="litert", verbose=False)
-    assert rel_error(litert_outputs(tmp_path / "m.tflite", x), expected) < 1e-5
+    assert rel_error(export.litert_outputs(tmp_path / "m.tflite", x), expected) < 1e-5
 
 
 @pytest.mark.skipif(BACKEND not in ("tensorflow", "jax"), reason="tf_saved_model: TensorFlow, JAX (jax2tf)")
@@ -231,4 +212,4 @@ def test_the_command_exports_the_shipped_model(rng, tmp_path, capsys):
     assert "sparse Winograd layers, portable" in capsys.readouterr().out
     x = rng.random((2, 28, 28, 1), dtype=np.float32)
     expected = ResNet18(weights="fashion_mnist_small").predict(x, verbose=0)
-    assert rel_error(litert_outputs(path, x), expected) < 1e-5
+    assert rel_error(export.litert_outputs(path, x), expected) < 1e-5

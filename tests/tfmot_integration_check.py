@@ -92,15 +92,10 @@ print("OK weights convert between tf_keras and Keras 3")
 #    portable lowering while the converter traces) and runs in the interpreter.
 import tensorflow as tf  # noqa: E402
 
+from keras_swcnn.export import litert_outputs  # noqa: E402
+
 flatbuffer = tf.lite.TFLiteConverter.from_keras_model(stripped).convert()
-interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-entry = interpreter.get_input_details()[0]
-interpreter.resize_tensor_input(entry["index"], x.shape)
-interpreter.allocate_tensors()
-interpreter.set_tensor(entry["index"], x)
-interpreter.invoke()
-lite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-assert rel_error(lite, stripped.predict(x, verbose=0)) < 1e-5
+assert rel_error(litert_outputs(flatbuffer, x), stripped.predict(x, verbose=0)) < 1e-5
 print("OK TFLiteConverter: the stripped model runs in the TFLite interpreter")
 
 # 6. The twin checks its arguments with the Keras 3 layer's rules (one home for them).
