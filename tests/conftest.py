@@ -64,3 +64,16 @@ def gradients(fn, *args):
         fn(*tensors).backward()
         return [t.grad.numpy() for t in tensors]
     pytest.skip(f"no gradient helper for backend {BACKEND}")
+
+
+def as_if_not_installed(package):
+    """Python source that, run first in a subprocess, makes importing ``package`` fail as it
+    would where the package is not installed."""
+    return f"""
+import sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {package!r}:
+            raise ModuleNotFoundError("No module named {package!r}", name={package!r})
+sys.meta_path.insert(0, Absent())
+"""

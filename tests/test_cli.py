@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from conftest import as_if_not_installed
 from keras_swcnn import cli
 from keras_swcnn.datasets import fashion_mnist
 
@@ -86,13 +87,7 @@ def test_backend_choice_rules(tmp_path):
         choice.choose({"KERAS_HOME": str(tmp_path / "none")}, lambda backend: False)
 
 
-BLOCK_TENSORFLOW = """
-import sys
-class Missing:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
-sys.meta_path.insert(0, Missing())
+BLOCK_TENSORFLOW = as_if_not_installed("tensorflow") + """
 from keras_swcnn.cli import main
 sys.exit(main(["info", "--json"]))
 """
