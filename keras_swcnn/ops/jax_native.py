@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from keras_swcnn import native
-from keras_swcnn.ops import SPARSE_MODES
+from keras_swcnn.ops import SPARSE_MODES, jax_sharding
 from keras_swcnn.ops._shapes import check_kernel_fits, images_in, nhwc_geometry
 
 _registered = False
@@ -136,33 +136,48 @@ def _tile_attributes(geometry, relu):
                 tiles_h=geometry.tiles_h, tiles_w=geometry.tiles_w, relu=relu)
 
 
-def _conv_forward(x, kernel, padding, relu):
+def _forward_on_device(x, u, options):
+    padding, relu = options
     geometry = nhwc_geometry(x.shape, padding)
-    check_kernel_fits(x.shape, kernel.shape)
     if _fused():
-        shape = (x.shape[0], geometry.out_h, geometry.out_w, kernel.shape[-1])
-        y = _call("swcnn_conv_forward", shape, x, _positions(kernel),
-                  **_tile_attributes(geometry, relu))
-    else:
-        v = _input_transform(x, geometry, relu)
-        y = _output_transform(_matmul(v, _positions(kernel)), x.shape[0], geometry)
-    return y, (x, kernel)
+        shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
+        return _call("swcnn_conv_forward", shape, x, u, **_tile_attributes(geometry, relu))
+    v = _input_transform(x, geometry, relu)
+    return _output_transform(_matmul(v, u), x.shape[0], geometry)
+
+
+def _backward_on_device(x, u, dy, options):
+    padding, relu = options
+    geometry = nhwc_geometry(x.shape, padding)
+    if _fused():
+        return _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
+                     **_tile_attributes(geometry, relu))
+    v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
+    dm = _output_transform_backward(dy, geometry)
+    du = _matmul(jnp.swapaxes(v, 1, 2), dm)
+    dv = _matmul(dm, jnp.swapaxes(u, 1, 2))
+    return _input_transform_backward(dv, v, x.shape, geometry, relu), du
+
+
+# Dimensions: n images, h w input rows/columns, c input channels, t Winograd
+# positions, k filters, p q output rows/columns. Each device convolves its own
+# images (and filters, for a kernel split along k).
+_forward = jax_sharding.partitioned(
+    _forward_on_device, operands=("n h w c", "t c k"), results=("n p q k",))
+_backward = jax_sharding.partitioned(
+    _backward_on_device, operands=("n h w c", "t c k", "n p q k"), results=("n h w c", "t c k"))
+
+
+def _conv_forward(x, kernel, padding, relu):
+    nhwc_geometry(x.shape, padding)
+    check_kernel_fits(x.shape, kernel.shape)
+    return _forward(x, _positions(kernel), (padding, relu)), (x, kernel)
 
 
 def _conv_backward(padding, relu, residuals, dy):
     x, kernel = residuals
-    geometry = nhwc_geometry(x.shape, padding)
-    u = _positions(kernel)
-    if _fused():
-        dx, du = _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
-                       **_tile_attributes(geometry, relu))
-        return dx, du.reshape(kernel.shape)
-    v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
-    dm = _output_transform_backward(dy, geometry)
-    du = _matmul(jnp.swapaxes(v, 1, 2), dm).reshape(kernel.shape)
-    dv = _matmul(dm, jnp.swapaxes(u, 1, 2))
-    dx = _input_transform_backward(dv, v, x.shape, geometry, relu)
-    return dx, du
+    dx, du = _backward(x, _positions(kernel), dy, (padding, relu))
+    return dx, du.reshape(kernel.shape)
 
 
 _conv.defvjp(_conv_forward, _conv_backward)
@@ -200,10 +215,21 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
 
         kernel = sparse_format.expand(mask, values, x.shape[-1])
         return _conv(x, kernel, padding, relu).astype(dtype)
+    return _sparse_forward(x, mask, values, (padding, relu, mode)).astype(dtype)
+
+
+def _sparse_forward_on_device(x, mask, values, options):
+    padding, relu, mode = options
+    geometry = nhwc_geometry(x.shape, padding)
     shape = (x.shape[0], geometry.out_h, geometry.out_w, mask.shape[1])
-    y = _call("swcnn_sparse_conv_forward", shape, x, mask, values,
-              mode=SPARSE_MODES.index(mode), **_tile_attributes(geometry, relu))
-    return y.astype(dtype)
+    return _call("swcnn_sparse_conv_forward", shape, x, mask, values,
+                 mode=SPARSE_MODES.index(mode), **_tile_attributes(geometry, relu))
+
+
+# The packed weights (s: the values of all filters) are whole on every device.
+_sparse_forward = jax_sharding.partitioned(
+    _sparse_forward_on_device, operands=("n h w c", "t k b", "s"), results=("n p q k",),
+    splittable=("n",))
 
 
 def input_transform(x, padding="same", relu=True):

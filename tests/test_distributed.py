@@ -1,0 +1,158 @@
+"""Training on several devices and processes learns what one device learns, with the native
+kernels partitioned along the batch (and, under model parallelism, the filters).
+
+Each setting runs ``tests/distributed_check.py`` in a fresh process (device
+counts are fixed when JAX or TensorFlow starts) and is compared with the same
+two SGD steps computed in float64 numpy.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import numpy_reference as ref
+from keras_swcnn import native
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native extension not built")
+
+CHECK = os.path.join(os.path.dirname(__file__), "distributed_check.py")
+TIMEOUT_S = 240
+
+
+def _make_case(rng, path):
+    case = dict(
+        x=rng.normal(size=(16, 7, 9, 3)).astype("float32"),  # odd height and width
+        t=rng.normal(size=(16, 5, 7, 2)).astype("float32"),
+        u1=(0.4 * rng.normal(size=(4, 4, 3, 4))).astype("float32"),
+        u2=(0.4 * rng.normal(size=(4, 4, 4, 2))).astype("float32"),
+        batch_size=8, epochs=1, learning_rate=0.5,
+    )
+    np.savez(path, **case)
+    return case
+
+
+def _expected_kernels(case):
+    """Two SGD steps of mean squared error through both layers, in float64."""
+    u1, u2 = np.float64(case["u1"]), np.float64(case["u2"])
+    batch = case["batch_size"]
+    for start in range(0, len(case["x"]), batch):
+        x = np.float64(case["x"][start:start + batch])
+        t = np.float64(case["t"][start:start + batch])
+        y1 = ref.conv(x, u1, "same")
+        y2 = ref.conv(y1, u2, "valid")
+        dy2 = 2 * (y2 - t) / y2.size
+        dy1, du2 = ref.conv_grads(y1, u2, dy2, "valid")
+        _, du1 = ref.conv_grads(x, u1, dy1, "same")
+        u1, u2 = u1 - case["learning_rate"] * du1, u2 - case["learning_rate"] * du2
+    return u1, u2
+
+
+def _run(setting, case_path, out_path, *extra, wait=True):
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)
+    env["PYTHONPATH"] = os.path.dirname(__file__) + os.pathsep + env.get("PYTHONPATH", "")
+    command = [sys.executable, CHECK, setting, str(case_path), str(out_path), *map(str, extra)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    return _finish(process) if wait else process
+
+
+def _finish(process):
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        pytest.fail(f"{process.args[2]} did not finish in {TIMEOUT_S} s:\n{output[-3000:]}")
+    assert process.returncode == 0, output[-3000:]
+
+
+def _trained(setting, tmp_path, rng):
+    case = _make_case(rng, tmp_path / "case.npz")
+    _run(setting, tmp_path / "case.npz", tmp_path / "out.npz")
+    out = np.load(tmp_path / "out.npz")
+    return case, out, json.loads(str(out["facts"]))
+
+
+def _assert_learned(case, out):
+    expected = _expected_kernels(case)
+    for name, want in zip(("u1", "u2"), expected):
+        assert not np.allclose(want, case[name], rtol=1e-3)  # the steps moved the kernels
+        np.testing.assert_allclose(out[name], want, rtol=2e-4, atol=2e-5, err_msg=name)
+
+
+@pytest.fixture
+def only_backend():
+    def skip_unless(backend):
+        if keras.backend.backend() != backend:
+            pytest.skip(f"{backend} setting; the suite runs it once, with that backend")
+    return skip_unless
+
+
+@pytest.mark.parametrize("setting", ["jax-single", "jax-data-parallel"])
+def test_jax_data_parallel_partitions_the_native_calls(setting, tmp_path, rng, only_backend):
+    only_backend("jax")
+    case, out, facts = _trained(setting, tmp_path, rng)
+    _assert_learned(case, out)
+    devices = 2 if setting == "jax-data-parallel" else 1
+    calls = facts["native_calls"]
+    assert sorted(target for target, _ in calls) == [
+        "swcnn_conv_backward", "swcnn_conv_backward", "swcnn_conv_forward", "swcnn_conv_forward"]
+    # Each device convolves its own share of the batch of 8, and nothing is gathered for it.
+    for _, (x_shape, *_) in calls:
+        assert x_shape[0] == 8 // devices, calls
+    assert facts["all_gathers"] == []
+
+
+def test_jax_model_parallel_splits_images_and_filters(tmp_path, rng, only_backend):
+    only_backend("jax")
+    case, out, facts = _trained("jax-model-parallel", tmp_path, rng)
+    _assert_learned(case, out)
+    # A 2x2 mesh: images split over "batch", each kernel's filters over "model".
+    filters = {case["u1"].shape[2]: case["u1"].shape[3], case["u2"].shape[2]: case["u2"].shape[3]}
+    for target, (x_shape, u_shape, *dy_shape) in facts["native_calls"]:
+        assert x_shape[0] == 4 and u_shape[2] == filters[x_shape[3]] // 2, facts
+        assert all(dy[0] == 4 and dy[3] == u_shape[2] for dy in dy_shape), facts
+    # The one gather: the first layer's split filters are the second layer's input channels.
+    assert facts["all_gathers"] == [[4, 7, 9, 4]]
+
+
+def test_jax_two_processes_learn_what_one_does(tmp_path, rng, only_backend):
+    only_backend("jax")
+    case = _make_case(rng, tmp_path / "case.npz")
+    with socket.socket() as probe:  # a free port on the loopback interface
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workers = [
+        _run("jax-process", tmp_path / "case.npz", tmp_path / f"out{i}.npz", i, port, wait=False)
+        for i in range(2)
+    ]
+    for worker in workers:
+        _finish(worker)
+    out = np.load(tmp_path / "out0.npz")
+    _assert_learned(case, out)
+    facts = json.loads(str(out["facts"]))
+    assert len(facts["native_calls"]) == 4 and facts["all_gathers"] == []
+    for _, (x_shape, *_) in facts["native_calls"]:
+        assert x_shape[0] == 4, facts  # each process's device: its 4 images of the batch of 8
+
+
+@pytest.mark.parametrize("setting", ["tf-single", "tf-mirrored"])
+def test_tensorflow_mirrored_strategy(setting, tmp_path, rng, only_backend):
+    only_backend("tensorflow")
+    case, out, facts = _trained(setting, tmp_path, rng)
+    _assert_learned(case, out)  # and the check script fails if the reference path runs
+    replicas = 2 if setting == "tf-mirrored" else 1
+    assert facts["replicas"] == replicas
+    # Each replica's step places its own native forward and backward calls on its device.
+    devices = sorted({device for _, device in facts["native_calls"]})
+    assert [device[-5:] for device in devices] == [f"CPU:{i}" for i in range(replicas)], facts
+    for device in devices:
+        targets = sorted(target for target, d in facts["native_calls"] if d == device)
+        assert targets == ["swcnn_tf_conv_backward"] * 2 + ["swcnn_tf_conv_forward"] * 2, facts
