@@ -24,6 +24,7 @@ SETTINGS = {
     "jax-data-parallel": ("jax", 2),
     "jax-model-parallel": ("jax", 4),
     "jax-process": ("jax", 1),  # one of two processes, one device each
+    "jax-ops": ("jax", 2),  # the ops alone on batches that split evenly or not
     "tf-single": ("tensorflow", 1),
     "tf-mirrored": ("tensorflow", 2),
 }
@@ -160,11 +161,44 @@ def _local_rows(case, process, processes):
     return case["x"][rows], case["t"][rows], share
 
 
+def _jax_ops(case, out_path):
+    """A sparse forward on an even batch and a dense gradient on an uneven one, batch-sharded."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from keras_swcnn import sparse_format
+    from keras_swcnn.ops import jax_native
+
+    mesh = Mesh(np.array(jax.devices()), ("batch",))
+    split = NamedSharding(mesh, PartitionSpec("batch"))
+    whole = NamedSharding(mesh, PartitionSpec())
+    mask, values = sparse_format.compress(case["u1"])
+    sparse = jax.jit(lambda x, m, v: jax_native.sparse_winograd_conv2d(x, m, v),
+                     in_shardings=(split, whole, whole))
+
+    def loss(x, u):  # the slice leaves 5 images for 2 devices
+        return (jax_native.winograd_conv2d(x[:5], u) * case["w"]).sum()
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)), in_shardings=(split, whole))
+    facts = {}
+    for name, function, args in (("sparse", sparse, (case["x"], mask, values)),
+                                 ("uneven", grads, (case["x"], case["u1"]))):
+        hlo = function.lower(*args).compile().as_text()
+        facts[name] = _native_calls(hlo)
+    dx, du = grads(case["x"], case["u1"])
+    y = sparse(case["x"], mask, values)
+    np.savez(out_path, y=np.asarray(y), dx=np.asarray(dx), du=np.asarray(du),
+             facts=json.dumps(facts))
+
+
 def main(setting, case_path, out_path, process_id=None, port=None):
     _configure(setting)
     import numpy as np
 
     case = dict(np.load(case_path))
+    if setting == "jax-ops":
+        return _jax_ops(case, out_path)
     facts = {}
     if setting == "jax-process":
         import jax

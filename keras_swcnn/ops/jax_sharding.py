@@ -37,6 +37,12 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
 
+def _on_one_device(value):
+    """Whether ``value`` is a concrete array (not traced) that lives on one device."""
+    return (isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer)
+            and len(value.sharding.device_set) == 1)
+
+
 def _split_axes(sharding, dim):
     """The mesh axes that split dimension ``dim`` of a value with ``sharding`` (a tuple)."""
     if not isinstance(sharding, NamedSharding) or dim >= len(sharding.spec):
@@ -119,6 +125,8 @@ def partitioned(local, operands, results, splittable=("n", "k")):
 
     def run(*arrays_and_options):
         *arrays, options = arrays_and_options
+        if all(_on_one_device(array) for array in arrays):
+            return local(*arrays, options)  # eager, unsharded: skip the partitioner's tracing
         return jax.custom_batching.sequential_vmap(lambda *a: call(*a, options))(*arrays)
 
     return run
