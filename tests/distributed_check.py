@@ -162,7 +162,8 @@ def _local_rows(case, process, processes):
 
 
 def _jax_ops(case, out_path):
-    """A sparse forward on an even batch and a dense gradient on an uneven one, batch-sharded."""
+    """A sparse forward on an even batch, a dense gradient on an uneven one (both split over
+    the batch axis) and a forward with nothing split."""
     import jax
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -181,14 +182,17 @@ def _jax_ops(case, out_path):
         return (jax_native.winograd_conv2d(x[:5], u) * case["w"]).sum()
 
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)), in_shardings=(split, whole))
+    replicated = jax.jit(jax_native.winograd_conv2d, in_shardings=(whole, whole))
     facts = {}
     for name, function, args in (("sparse", sparse, (case["x"], mask, values)),
-                                 ("uneven", grads, (case["x"], case["u1"]))):
+                                 ("uneven", grads, (case["x"], case["u1"])),
+                                 ("replicated", replicated, (case["x"], case["u1"]))):
         hlo = function.lower(*args).compile().as_text()
         facts[name] = _native_calls(hlo)
     dx, du = grads(case["x"], case["u1"])
     y = sparse(case["x"], mask, values)
-    np.savez(out_path, y=np.asarray(y), dx=np.asarray(dx), du=np.asarray(du),
+    np.savez(out_path, y=np.asarray(y), y_replicated=np.asarray(replicated(case["x"], case["u1"])),
+             dx=np.asarray(dx), du=np.asarray(du),
              facts=json.dumps(facts))
 
 

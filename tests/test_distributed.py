@@ -123,7 +123,7 @@ def test_jax_model_parallel_splits_images_and_filters(tmp_path, rng, only_backen
     assert facts["all_gathers"] == [[4, 7, 9, 4]]
 
 
-def test_jax_ops_split_even_batches_and_gather_uneven_ones(tmp_path, rng, only_backend):
+def test_jax_ops_split_even_batches_and_keep_uneven_or_replicated_ones_whole(tmp_path, rng, only_backend):
     only_backend("jax")
     u = rng.normal(size=(4, 4, 3, 4)).astype("float32")
     u[rng.random(u.shape) < 0.7] = 0  # a pruned kernel for the sparse call
@@ -133,7 +133,9 @@ def test_jax_ops_split_even_batches_and_gather_uneven_ones(tmp_path, rng, only_b
     _run("jax-ops", tmp_path / "case.npz", tmp_path / "out.npz")
     out = np.load(tmp_path / "out.npz")
     facts = json.loads(str(out["facts"]))
-    np.testing.assert_allclose(out["y"], ref.conv(case["x"], u), rtol=1e-4, atol=1e-4)
+    y = ref.conv(case["x"], u)
+    np.testing.assert_allclose(out["y"], y, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["y_replicated"], y, rtol=1e-4, atol=1e-4)
     dx, du = ref.conv_grads(case["x"][:5], u, case["w"])
     np.testing.assert_allclose(out["dx"][:5], dx, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(out["dx"][5:], 0)
@@ -142,6 +144,8 @@ def test_jax_ops_split_even_batches_and_gather_uneven_ones(tmp_path, rng, only_b
     # padding of an uneven shard would otherwise enter the kernel gradient's sum).
     assert [[t, x[0]] for t, (x, *_) in facts["sparse"]] == [["swcnn_sparse_conv_forward", 3]]
     assert [[t, x[0]] for t, (x, *_) in facts["uneven"]] == [["swcnn_conv_backward", 5]], facts
+    # Nothing split: the whole batch on each device, no communication.
+    assert [[t, x[0]] for t, (x, *_) in facts["replicated"]] == [["swcnn_conv_forward", 6]], facts
 
 
 def test_jax_two_processes_learn_what_one_does(tmp_path, rng, only_backend):
