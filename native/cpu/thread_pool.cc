@@ -64,28 +64,42 @@ class ThreadPool {
       job_ = &fn;
       count_ = count;
       next_.store(0);
+      remaining_.store(count);
+      failed_.store(false);
       error_ = nullptr;
-      active_ = static_cast<int>(workers_.size());
+      open_ = true;
       ++generation_;
     }
     wake_.notify_all();
-    drain();
+    drain(fn, count);
+    // Wait for the items still running on workers, and for workers that have
+    // joined to leave; not for workers that have yet to wake (a woken thread
+    // may wait milliseconds for a CPU that another runtime's threads hold):
+    // closing the job makes them go back to sleep when they do wake.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    done_.wait(lock, [this] { return remaining_.load() == 0 && inside_ == 0; });
+    open_ = false;
     job_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
-  // Takes items until none are left; records the first exception.
-  void drain() {
-    for (int64_t i; (i = next_.fetch_add(1)) < count_;) {
-      try {
-        (*job_)(i);
-      } catch (...) {
+  // Takes items until none are left; records the first exception and skips
+  // the items after it. Whoever finishes the last item tells the caller.
+  void drain(const std::function<void(int64_t)>& fn, int64_t count) {
+    for (int64_t i; (i = next_.fetch_add(1)) < count;) {
+      if (!failed_.load()) {
+        try {
+          fn(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (!error_) error_ = std::current_exception();
+          failed_.store(true);
+        }
+      }
+      if (remaining_.fetch_sub(1) == 1) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!error_) error_ = std::current_exception();
-        next_.store(count_);  // stop handing out items
+        done_.notify_one();
       }
     }
   }
@@ -94,27 +108,35 @@ class ThreadPool {
     inside_worker_ = true;
     uint64_t seen = 0;
     for (;;) {
+      const std::function<void(int64_t)>* job;
+      int64_t count;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stopping_ || (open_ && generation_ != seen); });
         if (stopping_) return;
         seen = generation_;
+        job = job_;
+        count = count_;
+        ++inside_;  // the caller waits for this worker before it ends the job
       }
-      drain();
+      drain(*job, count);
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+      if (--inside_ == 0 && remaining_.load() == 0) done_.notify_one();
     }
   }
 
   std::vector<std::thread> workers_;
   std::mutex busy_;   // held by the one caller the pool serves at a time
-  std::mutex mutex_;  // guards the fields below
+  std::mutex mutex_;  // guards the fields below (the atomics are also read without it)
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t count_ = 0;
-  std::atomic<int64_t> next_{0};
+  std::atomic<int64_t> next_{0};       // the next item to hand out
+  std::atomic<int64_t> remaining_{0};  // items not yet finished (or skipped)
+  std::atomic<bool> failed_{false};
   std::exception_ptr error_;
-  int active_ = 0;
+  int inside_ = 0;     // workers that joined the open job and have not left it
+  bool open_ = false;  // a job is being run: waking workers may join it
   uint64_t generation_ = 0;
   bool stopping_ = false;
   static thread_local bool inside_worker_;
