@@ -135,3 +135,54 @@ def test_results_do_not_depend_on_the_thread_count(tmp_path, rng, shape):
     dx_expected, du_expected = conv_grads(inputs["x"], u, inputs["dy"])
     assert rel_error(one["dx"], dx_expected) < 1e-5
     assert rel_error(one["du"].reshape(u.shape), du_expected) < 1e-5
+
+
+OUT_OF_MEMORY = textwrap.dedent("""
+    import resource, sys
+    import numpy as np
+    from keras_swcnn import native
+    from numpy_reference import conv, rel_error
+    _native = native._require()
+    rng = np.random.default_rng(int(sys.argv[2]))
+    x = rng.standard_normal((2, 40, 40, 600), dtype=np.float32)
+    u = rng.standard_normal((16, 600, 600), dtype=np.float32)
+    dy = rng.standard_normal((2, 40, 40, 600), dtype=np.float32)
+    small_x = rng.standard_normal((1, 5, 7, 3), dtype=np.float32)
+    small_u = rng.standard_normal((16, 3, 2), dtype=np.float32)
+    size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+    # Address space for the inputs and a little more: thread stacks and scratch buffers run out.
+    limit = size + int(sys.argv[1]) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    outcomes = []
+    for call in (lambda: _native.conv_forward(x, u, 1, 1, 20, 20, 40, 40, True),
+                 lambda: _native.conv_backward(x, u, dy, 1, 1, 20, 20, True)):
+        try:
+            call()
+            outcomes.append("ok")
+        except MemoryError:
+            outcomes.append("MemoryError")
+    y = _native.conv_forward(small_x, small_u, 1, 1, 3, 4, 5, 7, True)
+    assert rel_error(y, conv(small_x, small_u.reshape(4, 4, 3, 2))) < 1e-5
+    print(" ".join(outcomes))
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+@pytest.mark.parametrize("megabytes", [60, 1500])
+def test_running_out_of_memory_or_threads_raises_memory_error(megabytes):
+    """Finding: a failed thread start or allocation in a worker must not abort the process.
+
+    With 64 threads asked for and the address space capped, threads fail to
+    start and scratch buffers fail to allocate: each call raises MemoryError
+    or succeeds, and the process then still computes correctly.
+    """
+    seed = int(np.random.SeedSequence().entropy % (2**31))
+    env = {**os.environ, "SWCNN_NUM_THREADS": "64",
+           "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(megabytes), str(seed)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcomes = done.stdout.split()
+    assert set(outcomes) <= {"ok", "MemoryError"} and len(outcomes) == 2, done.stdout
+    if megabytes == 60:
+        assert outcomes == ["MemoryError", "MemoryError"]
