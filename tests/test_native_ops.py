@@ -8,6 +8,8 @@ front door (test_native_transforms.py), and every result here is checked
 finite and equal to the float64 model.
 """
 
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -291,6 +293,44 @@ def test_tensorflow_custom_call_with_an_invalid_shape_writes_nan():
 
     y = call(tf.zeros((2, 5, 5, 0)), tf.zeros((16, 0, 3))).numpy()
     assert np.isnan(y).all()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow registration")
+def test_tensorflow_releases_not_verified_take_the_reference_path(rng, monkeypatch):
+    """Finding 4: registering into an unverified TensorFlow's XLA is not attempted."""
+    import tensorflow as tf
+
+    from keras_swcnn.ops import tensorflow_native
+
+    assert tensorflow_native.version_unverified_reason(tf.__version__) is None
+    reason = tensorflow_native.version_unverified_reason("2.99.1")
+    assert "TensorFlow 2.99.1" in reason and "2.21" in reason
+    monkeypatch.setattr(tf, "__version__", "2.99.1")
+    monkeypatch.setattr(tensorflow_native, "_state", {"registered": False, "error": None})
+    monkeypatch.setattr(tensorflow_native.native, "_require", None)  # registering would fail here
+    assert wops.native_unavailable_reason() == reason
+    x, u = random_normal(rng, (1, 5, 6, 2)), random_normal(rng, (4, 4, 2, 3))
+    with pytest.raises(RuntimeError, match="2.99.1"):
+        wops.winograd_conv2d(x, u, implementation="native")
+    y = wops.winograd_conv2d(x, u)  # "auto": the reference path
+    assert rel_error(ops.convert_to_numpy(y), conv(x, u)) < 1e-5
+
+
+def test_tensorflow_front_door_refuses_the_old_string_abi():
+    """Finding 4: a build with the pre-C++11 std::string would hand TensorFlow a foreign layout."""
+    import shutil
+    import subprocess
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no g++ to compile with")
+    root = os.path.join(os.path.dirname(__file__), os.pardir, "native")
+    source = os.path.join(root, "tensorflow", "cpu_custom_calls.cc")
+    command = [compiler, "-std=c++17", "-fsyntax-only", f"-I{root}", f"-I{root}/include", source]
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    refused = subprocess.run(command + ["-D_GLIBCXX_USE_CXX11_ABI=0"], capture_output=True,
+                             text=True)
+    assert refused.returncode != 0 and "C++11 ABI" in refused.stderr
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow device configuration")

@@ -41,6 +41,20 @@ from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
 _state = {"registered": False, "error": None}
 
+#: TensorFlow releases (major.minor) whose XLA the custom calls are verified with: the
+#: registry's mangled ``Register`` signature and the legacy custom-call ABI. With any
+#: other release "auto" takes the reference path (and "native" says why).
+VERIFIED_TENSORFLOW = ("2.21",)
+
+
+def version_unverified_reason(version):
+    """Why TensorFlow ``version`` cannot host the custom calls, or ``None`` if it can."""
+    release = ".".join(version.split(".")[:2])
+    if release in VERIFIED_TENSORFLOW:
+        return None
+    return (f"TensorFlow {version} is not a release the custom calls are verified with "
+            f"({', '.join(VERIFIED_TENSORFLOW)}); registering into its XLA is not attempted")
+
 
 def _register():
     if not _state["registered"] and _state["error"] is None:
@@ -67,6 +81,9 @@ def unavailable_reason():
 def _find_unavailable_reason():
     if not native.available():
         return f"the native extension did not load ({native.load_error})"
+    unverified = version_unverified_reason(tf.__version__)
+    if unverified:
+        return unverified
     # Physical, not logical, devices: listing logical ones initialises TensorFlow's
     # runtime, after which the user can no longer configure devices.
     if tf.config.list_physical_devices("GPU"):

@@ -24,6 +24,13 @@
 #include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 
+// Registration passes std::string to TensorFlow by reference and looks the
+// function up by its C++11-ABI mangled name: a build with the old string ABI
+// would find the function and hand it a string of another layout.
+#if !defined(_GLIBCXX_USE_CXX11_ABI) || !_GLIBCXX_USE_CXX11_ABI
+#error "keras-swcnn's TensorFlow custom calls need libstdc++'s C++11 ABI (_GLIBCXX_USE_CXX11_ABI=1), as TensorFlow's wheels use"
+#endif
+
 namespace swcnn::tensorflow {
 namespace {
 
