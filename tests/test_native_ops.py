@@ -316,6 +316,31 @@ def test_tensorflow_releases_not_verified_take_the_reference_path(rng, monkeypat
     assert rel_error(ops.convert_to_numpy(y), conv(x, u)) < 1e-5
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX GPU selection")
+@pytest.mark.parametrize("platform, capability, platform_version, accepted", [
+    ("gpu", "9.0", "cuda 13000", True),
+    ("gpu", "8.6", "cuda 12080", True),   # sm_80 code runs on every 8.x GPU
+    ("gpu", "12.0", "cuda 13000", True),  # compute_90 PTX, compiled by the driver
+    ("gpu", "7.5", "cuda 12080", False),  # a T4: no code built for it
+    ("gpu", "", "rocm 6.3", False),
+    ("rocm", "", "", False),
+])
+def test_auto_picks_cuda_kernels_only_on_gpus_they_are_built_for(
+        platform, capability, platform_version, accepted):
+    """Finding 9: "auto" must not pick the CUDA path on an older NVIDIA GPU or an AMD one."""
+    from types import SimpleNamespace
+
+    from keras_swcnn.ops import jax_native
+
+    device = SimpleNamespace(platform=platform, compute_capability=capability,
+                             device_kind="a GPU", client=SimpleNamespace(
+                                 platform_version=platform_version))
+    reason = jax_native.gpu_unsupported_reason(device)
+    assert (reason is None) == accepted, reason
+    if platform_version.startswith("cuda") and not accepted:
+        assert capability in reason and "8.0" in reason
+
+
 def test_tensorflow_front_door_refuses_the_old_string_abi():
     """Finding 4: a build with the pre-C++11 std::string would hand TensorFlow a foreign layout."""
     import shutil

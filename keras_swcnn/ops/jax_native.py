@@ -45,11 +45,35 @@ def unavailable_reason():
     platform = jax.default_backend()
     if platform == "cpu":
         return None
-    if platform in ("gpu", "cuda"):
+    if platform in ("gpu", "cuda", "rocm"):
+        unsupported = gpu_unsupported_reason(jax.devices()[0])
+        if unsupported:
+            return unsupported
         if native.cuda_module() is not None:
             return None
         return f"the CUDA extension is not available ({native.cuda_load_error()})"
     return f"no native kernels for the JAX platform {platform!r}"
+
+
+#: The oldest compute capability the CUDA kernels run on: they are built as sm_80 code (which
+#: every 8.x GPU runs), sm_90 code, and compute_90 PTX (compiled by the driver for newer GPUs).
+MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+def gpu_unsupported_reason(device):
+    """Why the CUDA kernels cannot run on the JAX GPU ``device``, or ``None`` if they can."""
+    platform_version = str(getattr(getattr(device, "client", None), "platform_version", ""))
+    if device.platform == "rocm" or "rocm" in platform_version.lower():
+        return "the GPU is an AMD (ROCm) device; the native GPU kernels are CUDA only"
+    capability = str(getattr(device, "compute_capability", ""))
+    try:
+        major, minor = (int(part) for part in capability.split(".")[:2])
+    except ValueError:
+        return f"the compute capability of {device} is unknown ({capability!r})"
+    if (major, minor) < MIN_COMPUTE_CAPABILITY:
+        return (f"{getattr(device, 'device_kind', device)} has compute capability {capability}; "
+                "the CUDA kernels are built for 8.0 and newer")
+    return None
 
 
 def _register():
