@@ -168,6 +168,8 @@ OUT_OF_MEMORY = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer reports running out of memory instead of throwing")
 @pytest.mark.parametrize("megabytes", [60, 1500])
 def test_running_out_of_memory_or_threads_raises_memory_error(megabytes):
     """Finding: a failed thread start or allocation in a worker must not abort the process.
