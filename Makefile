@@ -2,7 +2,7 @@
 # Both set up a fresh machine first (tools/setup.sh).
 PYTHON ?= python3
 BACKENDS ?= tensorflow jax torch
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?=
 
 .PHONY: setup demo test
 

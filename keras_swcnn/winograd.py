@@ -38,9 +38,7 @@ G = np.array(
 #: Output transform A^T (2x4).
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-#: Tile size (input), output tile size, and kernel size of F(2x2, 3x3).
-TILE = 4
-OUTPUT_TILE = 2
+#: Kernel size of F(2x2, 3x3): 2x2 outputs per 4x4 input tile.
 KERNEL_SIZE = 3
 
 
@@ -122,6 +120,36 @@ def output_length(length, padding):
     return length if padding == "same" else length - (KERNEL_SIZE - 1)
 
 
+#: The paddings and Winograd activations every layer, op and model accepts.
+PADDINGS = ("same", "valid")
+WINOGRAD_ACTIVATIONS = ("relu", None)
+
+
+def check_padding(padding):
+    """``padding`` lower-cased, or ``ValueError`` unless it is 'same' or 'valid' (any case).
+
+    Example:
+        >>> check_padding("SAME")
+        'same'
+    """
+    if not isinstance(padding, str) or padding.lower() not in PADDINGS:
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+    return padding.lower()
+
+
+def check_winograd_activation(winograd_activation):
+    """``winograd_activation``, or ``ValueError`` unless it is 'relu' or None.
+
+    Example:
+        >>> check_winograd_activation(None) is None
+        True
+    """
+    if winograd_activation not in WINOGRAD_ACTIVATIONS:
+        raise ValueError(
+            f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
+    return winograd_activation
+
+
 def tile_geometry(height, width, padding="same"):
     """Tile geometry for a 3x3 stride-1 convolution of an ``height x width`` image.
 
@@ -129,9 +157,7 @@ def tile_geometry(height, width, padding="same"):
         >>> tile_geometry(5, 4, "same")
         TileGeometry(out_h=5, out_w=4, tiles_h=3, tiles_w=2, pad_top=1, pad_left=1)
     """
-    padding = padding.lower()
-    if padding not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
+    padding = check_padding(padding)
     out_h, out_w = output_length(height, padding), output_length(width, padding)
     if out_h < 1 or out_w < 1:
         raise ValueError(

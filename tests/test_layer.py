@@ -231,3 +231,35 @@ def test_from_conv2d_refuses_other_convolutions():
         WinogradReLUConv2D.from_conv2d(keras.layers.Conv2D(4, 3))
     with pytest.raises(ValueError, match="Expected a keras.layers.Conv2D"):
         WinogradReLUConv2D.from_conv2d(keras.layers.Dense(3))
+
+
+def test_every_entry_point_applies_the_same_option_rules(rng):
+    """One rule for padding and winograd_activation: the layer, the ops and ResNet18 accept
+    the same values (padding in any case) and refuse others with the same message."""
+    from keras_swcnn import ops as wops
+    from keras_swcnn.applications import ResNet18
+
+    x, u = random_normal(rng, (1, 5, 5, 2)), random_normal(rng, (4, 4, 2, 3))
+    expected = conv(x, u, "valid")
+    layer = WinogradReLUConv2D(3, padding="VALID", use_bias=False)
+    layer.build(x.shape)
+    layer.kernel.assign(u)
+    assert rel_error(ops.convert_to_numpy(layer(x)), expected) < 1e-5
+    assert rel_error(ops.convert_to_numpy(wops.winograd_conv2d(x, u, padding="Valid")),
+                     expected) < 1e-5
+    refusals = {
+        "padding must be 'same' or 'valid', got 'full'": [
+            lambda: WinogradReLUConv2D(3, padding="full"),
+            lambda: wops.winograd_conv2d(x, u, padding="full"),
+            lambda: wops.input_transform(x, padding="full"),
+        ],
+        "winograd_activation must be 'relu' or None, got 'gelu'": [
+            lambda: WinogradReLUConv2D(3, winograd_activation="gelu"),
+            lambda: wops.winograd_conv2d(x, u, winograd_activation="gelu"),
+            lambda: ResNet18(weights=None, winograd_activation="gelu"),
+        ],
+    }
+    for message, calls in refusals.items():
+        for call in calls:
+            with pytest.raises(ValueError, match=message):
+                call()

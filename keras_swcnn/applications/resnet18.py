@@ -7,6 +7,7 @@ checkpoint converter relies on.
 import keras
 from keras import layers
 
+from keras_swcnn import winograd
 from keras_swcnn.layers import WinogradReLUConv2D
 
 BN_MOMENTUM = 0.9
@@ -97,8 +98,7 @@ def build_resnet18(include_top=True, input_tensor=None, input_shape=None, poolin
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
     if conv not in CONVS:
         raise ValueError(f"conv must be one of {CONVS}, got {conv!r}.")
-    if winograd_activation not in ("relu", None):
-        raise ValueError(f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
+    winograd.check_winograd_activation(winograd_activation)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}.")
     if not isinstance(width, int) or width < 1:

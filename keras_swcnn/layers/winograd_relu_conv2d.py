@@ -36,19 +36,15 @@ def check_filters(filters):
 
 def check_layer_options(padding, data_format, winograd_activation):
     """``(padding, data_format)`` normalised, or ``ValueError`` naming what is not supported."""
-    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid', got padding={padding!r}.")
-    if winograd_activation not in winograd_ops.WINOGRAD_ACTIVATIONS:
-        raise ValueError(
-            f"winograd_activation must be 'relu' or None, got {winograd_activation!r}."
-        )
+    padding = winograd.check_padding(padding)
+    winograd.check_winograd_activation(winograd_activation)
     resolved = data_format or keras.config.image_data_format()
     if resolved not in ("channels_last", "channels_first"):
         raise ValueError(
             "data_format must be 'channels_last', 'channels_first' or None, got "
             f"{data_format!r}."
         )
-    return padding.lower(), resolved
+    return padding, resolved
 
 
 def run_channels_last(inputs, conv, data_format, bias, activation):

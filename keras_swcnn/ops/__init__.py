@@ -27,12 +27,12 @@ Example:
 import keras
 import numpy as np
 
-from keras_swcnn import export
+from keras_swcnn import export, winograd
 from keras_swcnn.ops import portable, reference
 from keras_swcnn.ops._shapes import check_kernel_fits, nhwc_geometry, static_shape
 
 IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
-WINOGRAD_ACTIVATIONS = ("relu", None)
+WINOGRAD_ACTIVATIONS = winograd.WINOGRAD_ACTIVATIONS
 
 
 def _native_module():
@@ -97,16 +97,10 @@ def implementation_name(implementation="auto"):
     return {reference: "reference", portable: "portable"}.get(module, "native")
 
 
-def _check_padding(padding):
-    if not isinstance(padding, str) or padding.lower() not in ("same", "valid"):
-        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}.")
-    return padding.lower()
-
-
 def input_transform(x, padding="same", relu=True, implementation="auto"):
     """Transformed tiles ``(relu of) B^T d B`` of an NHWC tensor, shape ``[16, N*TH*TW, C]``."""
     impl = resolve_implementation(implementation)
-    return impl.input_transform(x, _check_padding(padding), _flag(relu, "relu"))
+    return impl.input_transform(x, winograd.check_padding(padding), _flag(relu, "relu"))
 
 
 def _flag(value, name):
@@ -139,12 +133,8 @@ def winograd_conv2d(
             ``None`` (plain Winograd-native convolution).
         implementation: ``"auto"``, ``"native"`` or ``"reference"``.
     """
-    if winograd_activation not in WINOGRAD_ACTIVATIONS:
-        raise ValueError(
-            "winograd_activation must be 'relu' or None, got "
-            f"{winograd_activation!r}."
-        )
-    padding = _check_padding(padding)
+    winograd.check_winograd_activation(winograd_activation)
+    padding = winograd.check_padding(padding)
     x_shape, kernel_shape = static_shape(x), static_shape(kernel)
     if len(x_shape) != 4:
         raise ValueError(f"Expected a 4D NHWC input, got shape {x_shape}.")
@@ -198,9 +188,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         >>> wops.sparse_winograd_conv2d(x, mask, values).shape
         (1, 6, 6, 3)
     """
-    if winograd_activation not in WINOGRAD_ACTIVATIONS:
-        raise ValueError(
-            f"winograd_activation must be 'relu' or None, got {winograd_activation!r}.")
+    winograd.check_winograd_activation(winograd_activation)
     if mode not in SPARSE_MODES:
         raise ValueError(f"mode must be one of {SPARSE_MODES}, got {mode!r}.")
     mask_shape = tuple(getattr(mask, "shape", ()))
@@ -219,13 +207,13 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     if channels is not None:
         check_kernel_fits(x_shape, (4, 4, channels, mask_shape[1]))
     if x_shape[:1] == (0,):
-        return _empty_result(x, x_shape, mask_shape[1], _check_padding(padding))
+        return _empty_result(x, x_shape, mask_shape[1], winograd.check_padding(padding))
     impl = resolve_implementation(implementation)
     can_run = getattr(impl, "can_run", None)
     if can_run is not None and implementation == "auto" and not can_run(x):
         impl = reference
     return impl.sparse_winograd_conv2d(
-        x, mask, values, _check_padding(padding), winograd_activation, mode)
+        x, mask, values, winograd.check_padding(padding), winograd_activation, mode)
 
 
 __all__ = [
