@@ -206,7 +206,17 @@ def main(setting, case_path, out_path, process_id=None, port=None):
     facts = {}
     if setting == "jax-process":
         import jax
+        from jax._src import xla_bridge
 
+        # Loopback only: the coordinator binds to it, and gloo's collectives (which JAX starts
+        # on the host name's address) are given it too.
+        make_collectives = xla_bridge._jax.make_gloo_tcp_collectives
+
+        def loopback_collectives(**kwargs):
+            facts["gloo_hostname"] = "127.0.0.1"
+            return make_collectives(**kwargs, hostname="127.0.0.1")
+
+        xla_bridge._jax.make_gloo_tcp_collectives = loopback_collectives
         address = f"127.0.0.1:{port}"
         jax.distributed.initialize(address, num_processes=2, process_id=int(process_id),
                                    coordinator_bind_address=address, initialization_timeout=60)

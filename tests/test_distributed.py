@@ -167,6 +167,7 @@ def test_jax_two_processes_learn_what_one_does(trained, only_backend):
     assert len(facts["native_calls"]) == 4 and facts["all_gathers"] == []
     for _, (x_shape, *_) in facts["native_calls"]:
         assert x_shape[0] == 4, facts  # each process's device: its 4 images of the batch of 8
+    assert facts["gloo_hostname"] == "127.0.0.1"  # the collectives, too, on the loopback only
 
 
 @pytest.mark.parametrize("setting", ["tf-single", "tf-mirrored"])
