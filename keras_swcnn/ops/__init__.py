@@ -32,7 +32,6 @@ from keras_swcnn.ops import portable, reference
 from keras_swcnn.ops._shapes import check_kernel_fits, nhwc_geometry, static_shape
 
 IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
-WINOGRAD_ACTIVATIONS = winograd.WINOGRAD_ACTIVATIONS
 
 
 def _native_module():
@@ -189,6 +188,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         (1, 6, 6, 3)
     """
     winograd.check_winograd_activation(winograd_activation)
+    padding = winograd.check_padding(padding)
     if mode not in SPARSE_MODES:
         raise ValueError(f"mode must be one of {SPARSE_MODES}, got {mode!r}.")
     mask_shape = tuple(getattr(mask, "shape", ()))
@@ -207,13 +207,13 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     if channels is not None:
         check_kernel_fits(x_shape, (4, 4, channels, mask_shape[1]))
     if x_shape[:1] == (0,):
-        return _empty_result(x, x_shape, mask_shape[1], winograd.check_padding(padding))
+        return _empty_result(x, x_shape, mask_shape[1], padding)
     impl = resolve_implementation(implementation)
     can_run = getattr(impl, "can_run", None)
     if can_run is not None and implementation == "auto" and not can_run(x):
         impl = reference
     return impl.sparse_winograd_conv2d(
-        x, mask, values, winograd.check_padding(padding), winograd_activation, mode)
+        x, mask, values, padding, winograd_activation, mode)
 
 
 __all__ = [

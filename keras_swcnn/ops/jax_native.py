@@ -193,7 +193,7 @@ _backward = jax_sharding.partitioned(
 
 
 def _conv_forward(x, kernel, padding, relu):
-    nhwc_geometry(x.shape, padding)
+    nhwc_geometry(x.shape, padding)  # refuses a bad rank or size before any partitioning
     check_kernel_fits(x.shape, kernel.shape)
     return _forward(x, _positions(kernel), (padding, relu)), (x, kernel)
 
@@ -232,7 +232,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     x, dtype = _as_float32(x)
     mask = jnp.asarray(mask, jnp.int32)
     values = jnp.asarray(values, jnp.float32)
-    geometry = nhwc_geometry(x.shape, padding)
+    nhwc_geometry(x.shape, padding)  # refuses a bad rank or size before any partitioning
     relu = winograd_activation == "relu"
     if not _fused():
         from keras_swcnn import sparse_format

@@ -97,6 +97,10 @@ def partitioned(local, operands, results, splittable=("n", "k")):
     # In order of first appearance: Shardy wants a rule's special factors sorted so.
     names = tuple(dict.fromkeys(factor for dims in operands + results for factor in dims))
 
+    def result_shardings(mesh, plan):
+        shardings = tuple(_sharding(mesh, dims, plan) for dims in results)
+        return shardings[0] if single else shardings
+
     def partition(options, mesh, arg_shapes, result_shape):
         plan = _plan(mesh, arg_shapes, operands, splittable)
 
@@ -106,13 +110,10 @@ def partitioned(local, operands, results, splittable=("n", "k")):
             return values[0] if single else tuple(values)
 
         arg_shardings = tuple(_sharding(mesh, dims, plan) for dims in operands)
-        result_shardings = tuple(_sharding(mesh, dims, plan) for dims in results)
-        return mesh, per_device, result_shardings[0] if single else result_shardings, arg_shardings
+        return mesh, per_device, result_shardings(mesh, plan), arg_shardings
 
     def infer_sharding_from_operands(options, mesh, arg_shapes, result_shape):
-        plan = _plan(mesh, arg_shapes, operands, splittable)
-        shardings = tuple(_sharding(mesh, dims, plan) for dims in results)
-        return shardings[0] if single else shardings
+        return result_shardings(mesh, _plan(mesh, arg_shapes, operands, splittable))
 
     call = custom_partitioning(local, static_argnums=(len(operands),))
     call.def_partition(
