@@ -1,5 +1,7 @@
 """Shared fixtures and helpers: fresh random data and backend-specific autodiff."""
 
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -21,6 +23,13 @@ VALID_SHAPES = [s for s in SHAPES if s[1] >= 3 and s[2] >= 3] + [(2, 3, 3, 2, 2)
 CASES = [(s, "same") for s in SHAPES] + [(s, "valid") for s in VALID_SHAPES]
 
 BACKEND = keras.backend.backend()
+
+
+def with_test_helpers(env):
+    """``env`` with this directory on ``PYTHONPATH``: for subprocesses that import the test
+    helpers (``numpy_reference``, the check scripts)."""
+    path = os.path.dirname(os.path.abspath(__file__))
+    return {**env, "PYTHONPATH": path + os.pathsep + env.get("PYTHONPATH", "")}
 
 if BACKEND == "jax":
     import jax

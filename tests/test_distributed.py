@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
+from conftest import with_test_helpers
 from keras_swcnn import native
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native extension not built")
@@ -54,9 +55,7 @@ def _expected_kernels(case):
 
 
 def _run(setting, case_path, out_path, *extra, wait=True):
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env["PYTHONPATH"] = os.path.dirname(__file__) + os.pathsep + env.get("PYTHONPATH", "")
+    env = with_test_helpers({k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
     command = [sys.executable, CHECK, setting, str(case_path), str(out_path), *map(str, extra)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import SHAPES, VALID_SHAPES, random_normal
+from conftest import SHAPES, VALID_SHAPES, random_normal, with_test_helpers
 from keras_swcnn import native, winograd
 from numpy_reference import conv, conv_grads, rel_error
 
@@ -179,8 +179,7 @@ def test_running_out_of_memory_or_threads_raises_memory_error(megabytes):
     or succeeds, and the process then still computes correctly.
     """
     seed = int(np.random.SeedSequence().entropy % (2**31))
-    env = {**os.environ, "SWCNN_NUM_THREADS": "64",
-           "PYTHONPATH": os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = with_test_helpers({**os.environ, "SWCNN_NUM_THREADS": "64"})
     done = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(megabytes), str(seed)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
