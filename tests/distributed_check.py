@@ -97,10 +97,11 @@ def _jax_train_step_facts(model, x, t):
 
 
 def _tf_replica_native_calls(model, strategy, x, t, batch):
-    """``[target, device]`` of every native custom call that a replicated train step places.
+    """``[kernel, device]`` of every native kernel call that a replicated train step places:
+    the TensorFlow ops (``SwcnnConvForward``...) and any XLA custom call (by target name).
 
     Traces ``strategy.run(model.train_step)`` as ``fit`` does and follows the
-    function calls of its graph down to the XLA functions holding the calls.
+    function calls of its graph down to the functions holding the calls.
     """
     import tensorflow as tf
 
@@ -116,6 +117,8 @@ def _tf_replica_native_calls(model, strategy, x, t, batch):
             device_here = node.device or device
             if node.op == "XlaCustomCallV2":
                 found.append([node.attr["call_target_name"].s.decode(), device_here])
+            elif node.op.startswith("Swcnn"):
+                found.append([node.op, device_here])
             for key in ("f", "body", "cond", "then_branch", "else_branch"):
                 callee = node.attr[key].func.name if key in node.attr else ""
                 if callee in library:

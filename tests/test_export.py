@@ -149,15 +149,30 @@ def test_saved_model_runs_without_keras_swcnn(rng, tmp_path):
 
 
 @tensorflow_only
-def test_native_export_is_opt_in(rng, tmp_path):
+def test_native_export_is_opt_in_and_runs_where_the_kernels_are_registered(rng, tmp_path):
     if wops.native_unavailable_reason():
         pytest.skip(wops.native_unavailable_reason())
     model = small_model(rng)
+    x = random_normal(rng, (3, 9, 7, 5))
+    expected = ops.convert_to_numpy(model(x))
     path = str(tmp_path / "native")
     with keras_swcnn.export.implementation("native"):
         model.export(path, format="tf_saved_model", verbose=False)
     with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        assert b"XlaCustomCallV2" in f.read()
+        graph = f.read()
+    # Serving graphs are not XLA-compiled: the kernels are the TensorFlow ops.
+    assert b"SwcnnConvForward" in graph and b"XlaCustomCallV2" not in graph
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import numpy as np, tensorflow as tf\n"
+        "from keras_swcnn.ops import tensorflow_native\n"
+        "assert tensorflow_native.unavailable_reason() is None  # registers the kernels\n"
+        f"loaded = tf.saved_model.load({path!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, loaded.serve(np.load({str(tmp_path / 'x.npy')!r})))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert rel_error(np.load(tmp_path / "y.npy"), expected) < 1e-5
 
 
 def test_onnx_export_runs_in_onnxruntime(rng, tmp_path):

@@ -163,12 +163,24 @@ class TestJax:
 
 @pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow native path")
 class TestTensorFlow:
-    def test_unknown_batch_runs_in_chunks_and_images(self, rng):
+    @staticmethod
+    def kernel_calls(fn, spec):
+        """The native kernel calls in ``fn``'s graph for ``spec``, nested functions included:
+        TensorFlow op types, and XLA custom-call targets."""
+        graph = fn.get_concrete_function(spec).graph.as_graph_def()
+        nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+        return sorted({n.attr["call_target_name"].s.decode() if n.op == "XlaCustomCallV2"
+                       else n.op for n in nodes
+                       if n.op.startswith("Swcnn") or n.op == "XlaCustomCallV2"})
+
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    def test_unknown_batch_runs_as_op_or_in_xla_chunks(self, rng, jit_compile):
         import tensorflow as tf
 
         u = tf.constant(random_normal(rng, (4, 4, 3, 5)))
+        spec = tf.TensorSpec((None, 7, 6, 3))
 
-        @tf.function(input_signature=[tf.TensorSpec((None, 7, 6, 3))])
+        @tf.function(input_signature=[spec], jit_compile=jit_compile)
         def fn(x):
             with tf.GradientTape() as tape:
                 tape.watch([x, u])
@@ -176,7 +188,11 @@ class TestTensorFlow:
                 loss = tf.reduce_sum(y * y)
             return (y, *tape.gradient(loss, [x, u]))
 
-        # 7x6 images have 12 tiles: 32-image chunks, then image by image.
+        # Outside XLA one TensorFlow op per pass takes any batch; inside XLA the custom
+        # calls run on 32-image chunks (7x6 images have 12 tiles), then image by image.
+        expected_calls = (["swcnn_tf_conv_backward", "swcnn_tf_conv_forward"] if jit_compile
+                          else ["SwcnnConvBackward", "SwcnnConvForward"])
+        assert self.kernel_calls(fn, spec) == expected_calls
         for n in (1, 3, 32, 69):
             x = random_normal(rng, (n, 7, 6, 3))
             y, dx, du = fn(x)
@@ -185,6 +201,20 @@ class TestTensorFlow:
             dx_ref, du_ref = conv_grads(x, u.numpy(), 2 * expected)
             assert rel_error(dx.numpy(), dx_ref) < 1e-5
             assert rel_error(du.numpy(), du_ref) < 1e-5  # summed over the images
+
+    def test_without_the_ops_graphs_use_the_custom_calls(self, rng, monkeypatch):
+        import tensorflow as tf
+
+        from keras_swcnn.ops import tensorflow_native
+
+        monkeypatch.setitem(tensorflow_native._state, "graph_ops_error", "not registered")
+        u = random_normal(rng, (4, 4, 3, 2))
+        spec = tf.TensorSpec((None, 5, 6, 3))
+        fn = tf.function(lambda x: wops.winograd_conv2d(x, u, implementation="native"),
+                         input_signature=[spec])
+        assert self.kernel_calls(fn, spec) == ["swcnn_tf_conv_forward"]
+        x = random_normal(rng, (3, 5, 6, 3))
+        assert rel_error(fn(x).numpy(), conv(x, u)) < 1e-5
 
     def test_unknown_spatial_dims(self, rng):
         import tensorflow as tf
@@ -422,18 +452,23 @@ def test_tensorflow_refuses_a_geometry_the_kernel_would_refuse_while_tracing():
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow" or REASON is not None, reason="TensorFlow custom calls")
-def test_tensorflow_operands_are_pinned_to_their_traced_shapes(rng):
+@pytest.mark.parametrize("jit_compile", [True, False])
+def test_tensorflow_operands_are_pinned_to_their_traced_shapes(rng, jit_compile):
     import tensorflow as tf
 
     u = random_normal(rng, (4, 4, 3, 2))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])], jit_compile=jit_compile)
     def lying(x):
         x.set_shape([4, 8, 8, 3])  # a wrong static shape: the batch will be 1
         return wops.winograd_conv2d(x, u, implementation="native")
 
-    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
-        lying(tf.zeros((1, 8, 8, 3)))
+    one = random_normal(rng, (1, 8, 8, 3))
+    if jit_compile:  # the XLA custom call is sized from the traced shape: refused
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
+            lying(one)
+    else:  # the TensorFlow op reads the batch at run time: the image it got, nothing more
+        assert rel_error(lying(one).numpy(), conv(one, u)) < 1e-5
     x = random_normal(rng, (4, 8, 8, 3))
     assert rel_error(lying(x).numpy(), conv(x, u)) < 1e-5  # the truth still runs
 

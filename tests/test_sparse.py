@@ -94,8 +94,8 @@ def test_native_sparse_matches_float64(rng, shape, padding, density, mode):
         assert actual.shape == expected.shape
         if density == 0.0:
             assert not actual.any()
-        else:
-            assert rel_error(actual, expected) < 1e-5
+        else:  # float32 sums of 16*C terms; a 1x1 'valid' output of cancelling terms
+            assert rel_error(actual, expected) < 2e-5  # has reached 1.1e-5
 
 
 @needs_native
@@ -180,9 +180,11 @@ def test_op_refuses_a_mask_that_does_not_fit(rng):
         wops.sparse_winograd_conv2d(x, mask, values, mode="fastest")
 
 
-@pytest.mark.skipif(BACKEND != "jax" or wops.native_unavailable_reason() is not None,
-                    reason="JAX native path only")
-def test_jax_native_reports_a_mask_values_mismatch(rng):
+@pytest.mark.skipif(BACKEND not in ("jax", "tensorflow")
+                    or wops.native_unavailable_reason() is not None,
+                    reason="JAX custom calls and TensorFlow ops report kernel errors")
+def test_native_reports_a_mask_values_mismatch_when_it_runs(rng):
+    # The mask's contents are data: only the kernel, at run time, can see the mismatch.
     x = random_normal(rng, (1, 6, 6, 8))
     mask, values = sparse_format.compress(pruned_kernel(rng, 8, 3, 0.5))
     with pytest.raises(Exception, match="bits set but"):

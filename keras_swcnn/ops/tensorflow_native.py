@@ -1,22 +1,27 @@
-"""Native Winograd primitives for the TensorFlow backend: XLA custom calls on the CPU.
+"""Native Winograd primitives for the TensorFlow backend, on the CPU.
 
-The kernels' legacy custom-call entry points (``native/tensorflow``) are
-registered into the XLA inside the loaded TensorFlow (its
-``xla::CustomCallTargetRegistry``, found at run time) and emitted with
-``XlaCustomCallV2``: the convolution is one fused call forward
-(``swcnn_tf_conv_forward``) and one backward (``swcnn_tf_conv_backward``). That op exists only under XLA, so every call runs inside
-a ``tf.function(jit_compile=True)``, which works in eager code, in graphs
-(``model.fit`` with TensorFlow's default ``jit_compile=False``) and inside
-other XLA functions (``jit_compile=True``). Gradients come from
-``tf.custom_gradient``; the backward pass recomputes the transformed tiles
-from the input instead of keeping them (4x the input's size).
+The fused kernels reach TensorFlow two ways, both registered at run time into
+the TensorFlow already loaded by Python (TensorFlow is not a build dependency):
 
-XLA needs static shapes: the height, width and channels must be known when
-the function is traced. The batch size may be unknown (``model.fit`` traces
-with an unknown batch): the layer then runs the same fused kernels on chunks
-of a static number of images in an XLA loop, and image by image on the rest.
-TensorFlow offers these kernels no way to report an
-error at run time, so every shape is validated here, while tracing.
+- **TensorFlow ops** (``SwcnnConvForward``, ``SwcnnConvBackward``,
+  ``SwcnnSparseConvForward``), registered through TensorFlow's stable C API
+  (``native/tensorflow/graph_ops.cc``). They run in eager code and in graphs
+  (``model.fit`` with TensorFlow's default ``jit_compile=False``), on a batch of
+  any size (``fit`` traces with an unknown one), and report bad shapes and
+  exhausted memory as TensorFlow errors.
+- **XLA custom calls** (``swcnn_tf_conv_forward`` ...), registered in XLA's
+  custom-call registry and emitted with ``XlaCustomCallV2`` inside
+  ``tf.function(jit_compile=True)``. They serve code that XLA compiles
+  (``jit_compile=True``), where an ordinary op cannot run. XLA needs static
+  shapes: with the batch unknown while tracing, the layer runs the fused calls
+  on chunks of a static number of images in an XLA loop, then image by image.
+  TensorFlow gives custom calls no error channel, so every shape is validated
+  here, while tracing.
+
+Gradients come from ``tf.custom_gradient``; the backward pass recomputes the
+transformed tiles from the input instead of keeping them (4x the input's size).
+The height, width and channels must be known when the function is traced (the
+tile geometry is computed here, once per call site).
 
 Dtype rule: the kernels compute in float32; other floating inputs are cast
 to float32 and the result is cast back to the input's dtype.
@@ -34,12 +39,15 @@ import os
 
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+from tensorflow.python.eager import context, execute
+from tensorflow.python.framework import op_def_library
+from tensorflow.python.ops import control_flow_util
 
 from keras_swcnn import native, winograd
 from keras_swcnn.ops import SPARSE_MODES
 from keras_swcnn.ops._shapes import check_kernel_fits, images_in
 
-_state = {"registered": False, "error": None}
+_state = {"registered": False, "error": None, "graph_ops_error": None}
 
 #: TensorFlow releases (major.minor) whose XLA the custom calls are verified with: the
 #: registry's mangled ``Register`` signature and the legacy custom-call ABI. With any
@@ -57,20 +65,55 @@ def version_unverified_reason(version):
 
 
 def _register():
+    """Register the XLA custom calls and the TensorFlow ops; the custom calls' error, if any.
+
+    The ops are optional: where they cannot be registered (reason in
+    ``_state["graph_ops_error"]``), the layer runs the custom calls everywhere.
+    """
     if not _state["registered"] and _state["error"] is None:
-        library = os.path.join(os.path.dirname(tf.__file__), "libtensorflow_cc.so.2")
+        directory = os.path.dirname(tf.__file__)
         try:
-            native._require().register_tensorflow_cpu_targets(library)
+            native._require().register_tensorflow_cpu_targets(
+                os.path.join(directory, "libtensorflow_cc.so.2"))
             _state["registered"] = True
         except (RuntimeError, OSError) as error:
             _state["error"] = str(error)
+            return _state["error"]
+        try:
+            native._require().register_tensorflow_graph_ops(
+                os.path.join(directory, "libtensorflow_framework.so.2"))
+        except (RuntimeError, OSError) as error:
+            _state["graph_ops_error"] = str(error)
     return _state["error"]
+
+
+def _use_ops():
+    """Whether to run the TensorFlow ops here: registered, and not inside code that XLA
+    compiles (``jit_compile=True``), where only the custom calls can run."""
+    return (_state["registered"] and _state["graph_ops_error"] is None
+            and not control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _run_op(name, inputs, attrs, num_outputs):
+    """Run (eagerly) or add (to the graph being traced) one of the registered ops.
+
+    ``inputs`` and ``attrs`` are dicts in the op's declared order. This is what the
+    wrappers TensorFlow generates for its own ops do; the ops are registered at run
+    time, so there is no generated wrapper.
+    """
+    if context.executing_eagerly():
+        flat_attrs = tuple(item for pair in attrs.items() for item in pair)
+        return execute.execute(name, num_outputs, list(inputs.values()), flat_attrs,
+                               context.context())
+    _, _, _, outputs = op_def_library._apply_op_helper(name, **inputs, **attrs)
+    return outputs
 
 
 def unavailable_reason():
     """``None`` when the native TensorFlow path can run here, else why it cannot.
 
-    Computed once per process (the answer cannot change once TensorFlow has
+    The first call registers the kernels into the loaded TensorFlow (a process that loads
+    a SavedModel exported with the native kernels calls it first). Computed once per process (the answer cannot change once TensorFlow has
     initialised its devices); every layer call asks.
     """
     if "reason" not in _state:
@@ -197,6 +240,33 @@ def _backward_static(x, kernel, dy, padding, relu):
     return dx, tf.reshape(du, kernel.shape)
 
 
+def _op_attrs(g, relu):
+    return {"pad_top": g.pad_top, "pad_left": g.pad_left, "tiles_h": g.tiles_h,
+            "tiles_w": g.tiles_w, "out_h": g.out_h, "out_w": g.out_w, "relu": int(relu)}
+
+
+def _with_shape(y, shape):
+    """``y`` with the static ``shape`` the op's shape function cannot derive."""
+    if not context.executing_eagerly():
+        y.set_shape(shape)
+    return y
+
+
+def _op_forward(x, kernel, padding, relu):
+    """Forward as a TensorFlow op (any batch size)."""
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    (y,) = _run_op("SwcnnConvForward", {"x": x, "u": _positions(kernel)}, _op_attrs(g, relu), 1)
+    return _with_shape(y, (x.shape[0], g.out_h, g.out_w, kernel.shape[-1]))
+
+
+def _op_backward(x, kernel, dy, padding, relu):
+    """(dx, dkernel) as a TensorFlow op (any batch size)."""
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    dx, du = _run_op("SwcnnConvBackward", {"x": x, "u": _positions(kernel), "dy": dy},
+                     _op_attrs(g, relu), 2)
+    return dx, tf.reshape(du, kernel.shape)
+
+
 # With the batch unknown while tracing (model.fit), the layer runs on chunks
 # of a static size, then image by image on what is left: each call still
 # has enough tiles to keep the threads busy, and no image is padded.
@@ -302,8 +372,9 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     """Native sparse convolution (see ``keras_swcnn.ops.sparse_winograd_conv2d``).
 
     Inference only (no gradient). A mask whose set bits do not match the
-    number of values makes the kernel return NaN: TensorFlow gives custom
-    calls no error channel, and the mask's contents are unknown while tracing.
+    number of values raises ``tf.errors.InvalidArgumentError`` when it runs as a
+    TensorFlow op; inside code that XLA compiles (a custom call, which TensorFlow
+    gives no error channel) the output is NaN instead.
     """
     error = unavailable_reason()
     if error:
@@ -318,8 +389,15 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     values = tf.convert_to_tensor(values, tf.float32)
     if not mask.shape.is_fully_defined() or not values.shape.is_fully_defined():
         raise ValueError("The mask and values must have static shapes.")
-    y = _sparse_forward(tf.stop_gradient(x), tf.stop_gradient(mask), tf.stop_gradient(values),
-                        padding, winograd_activation == "relu", mode)
+    relu = winograd_activation == "relu"
+    x, mask, values = (tf.stop_gradient(t) for t in (x, mask, values))
+    if _use_ops():
+        g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+        (y,) = _run_op("SwcnnSparseConvForward", {"x": x, "mask": mask, "values": values},
+                       {**_op_attrs(g, relu), "mode": SPARSE_MODES.index(mode)}, 1)
+        y = _with_shape(y, (x.shape[0], g.out_h, g.out_w, mask.shape[1]))
+    else:
+        y = _sparse_forward(x, mask, values, padding, relu, mode)
     return tf.cast(y, dtype)
 
 
@@ -355,11 +433,13 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(dy):
-            return _backward(x, kernel, tf.cast(dy, tf.float32), padding, relu)
+            backward = _op_backward if _use_ops() else _backward
+            return backward(x, kernel, tf.cast(dy, tf.float32), padding, relu)
 
-        # stop_gradient: the tape must not try to differentiate the custom call
-        # itself (eager custom_gradient still records the forward's ops).
-        return _forward(tf.stop_gradient(x), tf.stop_gradient(kernel), padding, relu), grad
+        # stop_gradient: the tape must not try to differentiate the kernels'
+        # call itself (eager custom_gradient still records the forward's ops).
+        forward = _op_forward if _use_ops() else _forward
+        return forward(tf.stop_gradient(x), tf.stop_gradient(kernel), padding, relu), grad
 
     return tf.cast(conv(x, kernel), dtype)
 

@@ -17,6 +17,7 @@
 
 #include "cpu_custom_calls.h"
 #include "cpu_handlers.h"
+#include "graph_ops.h"
 #include "ffi_capsule.h"
 #include "swcnn/conv.h"
 #include "swcnn/sparse_conv.h"
@@ -309,6 +310,14 @@ NB_MODULE(_native, module) {
   }, nb::arg("library"),
      "Register the TensorFlow custom-call targets (platform Host) in the XLA of the "
      "already-loaded TensorFlow library; returns their names.");
+  module.def("register_tensorflow_graph_ops", [](const std::string& library) {
+    std::string error = swcnn::tensorflow::register_graph_ops(library);
+    if (!error.empty()) throw std::runtime_error(error);
+    return swcnn::tensorflow::graph_op_names();
+  }, nb::arg("library"),
+     "Register the TensorFlow ops (graph and eager mode, any batch size) and their CPU "
+     "kernels through TensorFlow's C API in the already-loaded libtensorflow_framework; "
+     "returns their names. Later calls return the first call's outcome.");
   module.def("jax_cpu_targets", []() {
     nb::dict targets;
     targets["swcnn_input_transform"] = handler_capsule(SwcnnInputTransformCpu);
