@@ -1,7 +1,8 @@
-// The per-tile arithmetic of Winograd F(2x2, 3x3), shared by the CPU kernels.
+// The per-tile transforms of the CPU kernels: the arithmetic of
+// swcnn/tile_arithmetic.h (shared with the CUDA kernels) applied to every
+// channel of one tile.
 //
-// Each function runs the 4x4 (or 2x2) transform of one tile for every
-// channel; channels are the inner, contiguous loop, so it vectorizes. They
+// Channels are the inner, contiguous loop, so it vectorizes. They
 // are force-inlined so that each caller compiles them for its own
 // instruction set (the multiversioned transforms, the fused kernels).
 // Pixel pointers come from tile_pixels / output_pixels: pixels outside the
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "swcnn/tile_arithmetic.h"
 #include "swcnn/transforms.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -32,21 +34,10 @@ SWCNN_TILE_INLINE
 void input_tile(const float* const* d, float* const* out, int64_t channels, float lo) {
   SWCNN_IVDEP
   for (int64_t ch = 0; ch < channels; ++ch) {
-    float t[4][4];
-    for (int c = 0; c < 4; ++c) {  // rows: B^T d
-      const float d0 = d[c][ch], d1 = d[4 + c][ch];
-      const float d2 = d[8 + c][ch], d3 = d[12 + c][ch];
-      t[0][c] = d0 - d2;
-      t[1][c] = d1 + d2;
-      t[2][c] = d2 - d1;
-      t[3][c] = d1 - d3;
-    }
-    for (int r = 0; r < 4; ++r) {  // columns: (B^T d) B
-      out[4 * r + 0][ch] = std::max(t[r][0] - t[r][2], lo);
-      out[4 * r + 1][ch] = std::max(t[r][1] + t[r][2], lo);
-      out[4 * r + 2][ch] = std::max(t[r][2] - t[r][1], lo);
-      out[4 * r + 3][ch] = std::max(t[r][1] - t[r][3], lo);
-    }
+    float pixels[16], v[16];
+    for (int t = 0; t < 16; ++t) pixels[t] = d[t][ch];
+    input_values(pixels, v);
+    for (int t = 0; t < 16; ++t) out[t][ch] = std::max(v[t], lo);
   }
 }
 
@@ -67,22 +58,10 @@ SWCNN_TILE_INLINE void input_tile_backward_loop(const float* const* dv_ptrs,
   }
   SWCNN_IVDEP
   for (int64_t ch = 0; ch < channels; ++ch) {
-    float g[16];
+    float g[16], sums[16];
     for (int t = 0; t < 16; ++t) g[t] = kMask ? (v[t][ch] > 0.0f ? dv[t][ch] : 0.0f) : dv[t][ch];
-    float q[4][4];
-    for (int b = 0; b < 4; ++b) {  // rows: B g (B = (B^T)^T)
-      const float g0 = g[b], g1 = g[4 + b], g2 = g[8 + b], g3 = g[12 + b];
-      q[0][b] = g0;
-      q[1][b] = g1 - g2 + g3;
-      q[2][b] = g1 + g2 - g0;
-      q[3][b] = -g3;
-    }
-    for (int r = 0; r < 4; ++r) {  // columns: (B g) B^T
-      dx[4 * r + 0][ch] += q[r][0];
-      dx[4 * r + 1][ch] += q[r][1] - q[r][2] + q[r][3];
-      dx[4 * r + 2][ch] += q[r][1] + q[r][2] - q[r][0];
-      dx[4 * r + 3][ch] -= q[r][3];
-    }
+    input_backward_values(g, sums);
+    for (int t = 0; t < 16; ++t) dx[t][ch] += sums[t];
   }
 }
 
@@ -94,21 +73,6 @@ void input_tile_backward(const float* const* dv, const float* const* v,
     input_tile_backward_loop<true>(dv, v, dx, channels);
   else
     input_tile_backward_loop<false>(dv, v, dx, channels);
-}
-
-// y[0..3] (row-major 2x2) = A^T m A for the 16 values m[t] of one tile. T is
-// a float (one channel) or a vector of floats (several tiles or channels).
-template <typename T>
-SWCNN_TILE_INLINE void output_values(const T* m, T* y) {
-  T r0[4], r1[4];
-  for (int c = 0; c < 4; ++c) {  // rows: A^T m
-    r0[c] = m[c] + m[4 + c] + m[8 + c];
-    r1[c] = m[4 + c] - m[8 + c] - m[12 + c];
-  }
-  y[0] = r0[0] + r0[1] + r0[2];  // columns: (A^T m) A
-  y[1] = r0[1] - r0[2] - r0[3];
-  y[2] = r1[0] + r1[1] + r1[2];
-  y[3] = r1[1] - r1[2] - r1[3];
 }
 
 // y = A^T m A for one tile; y: 4 output pointers (row-major 2x2).
@@ -128,20 +92,10 @@ SWCNN_TILE_INLINE
 void output_tile_backward(const float* const* dy, float* const* dm, int64_t channels) {
   SWCNN_IVDEP
   for (int64_t k = 0; k < channels; ++k) {
-    const float y0[2] = {dy[0][k], dy[1][k]}, y1[2] = {dy[2][k], dy[3][k]};
-    float r[4][2];
-    for (int j = 0; j < 2; ++j) {  // rows: A dy
-      r[0][j] = y0[j];
-      r[1][j] = y0[j] + y1[j];
-      r[2][j] = y0[j] - y1[j];
-      r[3][j] = -y1[j];
-    }
-    for (int a = 0; a < 4; ++a) {  // columns: (A dy) A^T
-      dm[4 * a + 0][k] = r[a][0];
-      dm[4 * a + 1][k] = r[a][0] + r[a][1];
-      dm[4 * a + 2][k] = r[a][0] - r[a][1];
-      dm[4 * a + 3][k] = -r[a][1];
-    }
+    float block[4], out[16];
+    for (int a = 0; a < 4; ++a) block[a] = dy[a][k];
+    output_backward_values(block, out);
+    for (int t = 0; t < 16; ++t) dm[t][k] = out[t];
   }
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "swcnn/cuda_transforms.h"
+#include "swcnn/tile_arithmetic.h"
 
 namespace swcnn {
 namespace {
@@ -43,7 +44,7 @@ __global__ void input_transform_kernel(const float* __restrict__ x, InputTransfo
   const TileIndex at = tile_index(index, C, s.tiles_h, s.tiles_w);
   const int64_t p = at.p, ch = at.channel, n = at.n, ty = at.ty, tx = at.tx;
   const float* image = x + n * s.height * s.width * C + ch;
-  float d[4][4];
+  float d[16];
 #pragma unroll
   for (int r = 0; r < 4; ++r) {
     const int64_t row = 2 * ty - s.pad_top + r;
@@ -51,31 +52,22 @@ __global__ void input_transform_kernel(const float* __restrict__ x, InputTransfo
     for (int c = 0; c < 4; ++c) {
       const int64_t col = 2 * tx - s.pad_left + c;
       const bool inside = row >= 0 && row < s.height && col >= 0 && col < s.width;
-      d[r][c] = inside ? __ldg(image + (row * s.width + col) * C) : 0.0f;
+      d[4 * r + c] = inside ? __ldg(image + (row * s.width + col) * C) : 0.0f;
     }
   }
-  float t[4][4];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) {  // rows: B^T d
-    t[0][c] = d[0][c] - d[2][c];
-    t[1][c] = d[1][c] + d[2][c];
-    t[2][c] = d[2][c] - d[1][c];
-    t[3][c] = d[1][c] - d[3][c];
-  }
+  float w[16];
+  tile::input_values(d, w);
   const int64_t plane = P * C;
   float* out = v + p * C + ch;
+  // Not fmaxf, which returns 0 for a NaN: NaN propagates, as on the CPU and in keras.ops.
 #pragma unroll
-  for (int r = 0; r < 4; ++r) {  // columns: (B^T d) B
-    float w[4] = {t[r][0] - t[r][2], t[r][1] + t[r][2], t[r][2] - t[r][1], t[r][1] - t[r][3]};
-#pragma unroll
-    // Not fmaxf, which returns 0 for a NaN: NaN propagates, as on the CPU and in keras.ops.
-    for (int c = 0; c < 4; ++c)
-      out[(4 * r + c) * plane] = relu && w[c] < 0.0f ? 0.0f : w[c];
-  }
+  for (int t = 0; t < 16; ++t) out[t * plane] = relu && w[t] < 0.0f ? 0.0f : w[t];
 }
 
-// Coefficient of dv[a][b] in dx[r][s] for one tile: B[r][a] * B[s][b], with
-// B = (B^T)^T; kBT[a][r] below is B^T.
+// The backward input transform gathers: each thread sums, for its pixel, the
+// dv terms of the (up to four) tiles that hold it. Coefficient of dv[a][b] in
+// dx[r][s] for one tile: B[r][a] * B[s][b] (tile::input_backward_values for
+// all 16 pixels at once); kBT[a][r] below is B^T.
 __constant__ float kBT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
 
 __global__ void input_transform_backward_kernel(const float* __restrict__ dv,
@@ -129,17 +121,10 @@ __global__ void output_transform_kernel(const float* __restrict__ m, OutputTrans
   if (index >= P * K) return;
   const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
   const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
-  float q[4][4];
+  float q[16], out[4];
 #pragma unroll
-  for (int t = 0; t < 16; ++t) q[t / 4][t % 4] = __ldg(m + t * plane + p * K + k);
-  float r0[4], r1[4];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) {  // rows: A^T m
-    r0[c] = q[0][c] + q[1][c] + q[2][c];
-    r1[c] = q[1][c] - q[2][c] - q[3][c];
-  }
-  const float out[2][2] = {{r0[0] + r0[1] + r0[2], r0[1] - r0[2] - r0[3]},
-                           {r1[0] + r1[1] + r1[2], r1[1] - r1[2] - r1[3]}};
+  for (int t = 0; t < 16; ++t) q[t] = __ldg(m + t * plane + p * K + k);
+  tile::output_values(q, out);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int64_t row = 2 * ty + i;
@@ -147,7 +132,7 @@ __global__ void output_transform_kernel(const float* __restrict__ m, OutputTrans
     for (int j = 0; j < 2; ++j) {
       const int64_t col = 2 * tx + j;
       if (row < s.out_h && col < s.out_w)
-        y[((n * s.out_h + row) * s.out_w + col) * K + k] = out[i][j];
+        y[((n * s.out_h + row) * s.out_w + col) * K + k] = out[2 * i + j];
     }
   }
 }
@@ -160,34 +145,23 @@ __global__ void output_transform_backward_kernel(const float* __restrict__ dy,
   if (index >= P * K) return;
   const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
   const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
-  float g[2][2];
+  float g[4];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int64_t row = 2 * ty + i;
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
       const int64_t col = 2 * tx + j;
-      g[i][j] = (row < s.out_h && col < s.out_w)
-                    ? __ldg(dy + ((n * s.out_h + row) * s.out_w + col) * K + k)
-                    : 0.0f;
+      g[2 * i + j] = (row < s.out_h && col < s.out_w)
+                         ? __ldg(dy + ((n * s.out_h + row) * s.out_w + col) * K + k)
+                         : 0.0f;
     }
   }
-  float r[4][2];
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {  // rows: A dy
-    r[0][j] = g[0][j];
-    r[1][j] = g[0][j] + g[1][j];
-    r[2][j] = g[0][j] - g[1][j];
-    r[3][j] = -g[1][j];
-  }
+  float values[16];
+  tile::output_backward_values(g, values);
   float* out = dm + p * K + k;
 #pragma unroll
-  for (int a = 0; a < 4; ++a) {  // columns: (A dy) A^T
-    out[(4 * a + 0) * plane] = r[a][0];
-    out[(4 * a + 1) * plane] = r[a][0] + r[a][1];
-    out[(4 * a + 2) * plane] = r[a][0] - r[a][1];
-    out[(4 * a + 3) * plane] = -r[a][1];
-  }
+  for (int t = 0; t < 16; ++t) out[t * plane] = values[t];
 }
 
 int launched() { return static_cast<int>(cudaGetLastError()); }
