@@ -77,3 +77,29 @@ def test_bad_arguments():
         wops.winograd_conv2d(x, u, winograd_activation="gelu")
     with pytest.raises(ValueError, match="padding"):
         wops.winograd_conv2d(x, u, padding="full")
+
+
+def test_every_implementation_module_honours_the_contract():
+    """Each module ``implementation=`` can select provides ``wops.CONTRACT`` with the public
+    signatures (less ``implementation``), so the dispatcher needs no special cases."""
+    import importlib
+    import inspect
+
+    import keras
+
+    names = ["reference", "portable", {"jax": "jax_native", "tensorflow": "tensorflow_native",
+                                       "torch": "torch_native"}[keras.backend.backend()]]
+    for name in names:
+        module = importlib.import_module(f"keras_swcnn.ops.{name}")
+        for function in wops.CONTRACT:
+            assert callable(getattr(module, function, None)), (name, function)
+            if function == "can_run":
+                continue
+            public = [p for p in inspect.signature(getattr(wops, function)).parameters
+                      if p != "implementation"]
+            assert list(inspect.signature(getattr(module, function)).parameters) == public, (
+                name, function)
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    for implementation in ("reference", "portable"):  # the primitives exist on every path
+        v = wops.input_transform(x, implementation=implementation)
+        assert tuple(v.shape) == (16, 9, 2)

@@ -33,6 +33,14 @@ from keras_swcnn.ops._shapes import check_kernel_fits, nhwc_geometry, static_sha
 
 IMPLEMENTATIONS = ("auto", "native", "reference", "portable")
 
+#: What every implementation module (``reference``, ``portable``, ``jax_native``,
+#: ``tensorflow_native``, ``torch_native``) provides: the five primitives below, with the
+#: signatures of this module's functions less ``implementation``, and ``can_run(x)``, whether
+#: it can run on ``x`` as it is known now (while tracing, its static shape); where it cannot,
+#: ``"auto"`` takes the reference path. Native modules also provide ``unavailable_reason()``.
+CONTRACT = ("winograd_conv2d", "sparse_winograd_conv2d", "input_transform",
+            "batched_product", "output_transform", "can_run")
+
 
 def _native_module():
     """The native implementation module for the current backend and why it may not run."""
@@ -90,6 +98,11 @@ def resolve_implementation(implementation="auto"):
     return reference
 
 
+def _runnable(impl, implementation, x):
+    """``impl``, or the reference path where "auto" chose one that cannot run on ``x``."""
+    return reference if implementation == "auto" and not impl.can_run(x) else impl
+
+
 def implementation_name(implementation="auto"):
     """``"native"``, ``"reference"`` or ``"portable"``: what ``implementation`` resolves to here."""
     module = resolve_implementation(implementation)
@@ -141,10 +154,7 @@ def winograd_conv2d(
         check_kernel_fits(x_shape, kernel_shape)
     if x_shape[0] == 0:  # an empty batch: every path agrees on this without computing
         return _empty_result(x, x_shape, kernel_shape[-1], padding)
-    impl = resolve_implementation(implementation)
-    can_run = getattr(impl, "can_run", None)
-    if can_run is not None and implementation == "auto" and not can_run(x):
-        impl = reference
+    impl = _runnable(resolve_implementation(implementation), implementation, x)
     return impl.winograd_conv2d(x, kernel, padding, winograd_activation)
 
 
@@ -208,15 +218,13 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         check_kernel_fits(x_shape, (4, 4, channels, mask_shape[1]))
     if x_shape[:1] == (0,):
         return _empty_result(x, x_shape, mask_shape[1], padding)
-    impl = resolve_implementation(implementation)
-    can_run = getattr(impl, "can_run", None)
-    if can_run is not None and implementation == "auto" and not can_run(x):
-        impl = reference
+    impl = _runnable(resolve_implementation(implementation), implementation, x)
     return impl.sparse_winograd_conv2d(
         x, mask, values, padding, winograd_activation, mode)
 
 
 __all__ = [
+    "CONTRACT",
     "SPARSE_MODES",
     "sparse_winograd_conv2d",
     "IMPLEMENTATIONS",

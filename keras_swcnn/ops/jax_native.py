@@ -60,6 +60,12 @@ def unavailable_reason():
 MIN_COMPUTE_CAPABILITY = (8, 0)
 
 
+def can_run(x):
+    """Always: JAX traces with concrete shapes, which is all the kernels need."""
+    del x
+    return True
+
+
 def gpu_unsupported_reason(device):
     """Why the CUDA kernels cannot run on the JAX GPU ``device``, or ``None`` if they can."""
     platform_version = str(getattr(getattr(device, "client", None), "platform_version", ""))

@@ -92,6 +92,12 @@ def _assemble(products, geometry):
     return y[:, : geometry.out_h, : geometry.out_w, :]
 
 
+def can_run(x):
+    """Always: a shape this lowering cannot size is refused with a ``ValueError`` naming it."""
+    del x
+    return True
+
+
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     """Winograd(-ReLU) 3x3 convolution of NHWC ``x`` with a ``(4, 4, C, K)`` kernel, standard ops only."""
     x = ops.convert_to_tensor(x)

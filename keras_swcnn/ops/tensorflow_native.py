@@ -252,16 +252,14 @@ def _with_shape(y, shape):
     return y
 
 
-def _op_forward(x, kernel, padding, relu):
-    """Forward as a TensorFlow op (any batch size)."""
-    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+def _op_forward(x, kernel, g, relu):
+    """Forward as a TensorFlow op (any batch size); ``g``: the call's tile geometry."""
     (y,) = _run_op("SwcnnConvForward", {"x": x, "u": _positions(kernel)}, _op_attrs(g, relu), 1)
     return _with_shape(y, (x.shape[0], g.out_h, g.out_w, kernel.shape[-1]))
 
 
-def _op_backward(x, kernel, dy, padding, relu):
-    """(dx, dkernel) as a TensorFlow op (any batch size)."""
-    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+def _op_backward(x, kernel, dy, g, relu):
+    """(dx, dkernel) as a TensorFlow op (any batch size); ``g``: the call's tile geometry."""
     dx, du = _run_op("SwcnnConvBackward", {"x": x, "u": _positions(kernel), "dy": dy},
                      _op_attrs(g, relu), 2)
     return dx, tf.reshape(du, kernel.shape)
@@ -384,7 +382,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         raise ValueError(
             "The native TensorFlow path needs a 4D NHWC input with height, width and channels "
             f"known while tracing; got shape {x.shape}.")
-    winograd.tile_geometry(x.shape[1], x.shape[2], padding)
+    g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
     mask = tf.convert_to_tensor(mask, tf.int32)
     values = tf.convert_to_tensor(values, tf.float32)
     if not mask.shape.is_fully_defined() or not values.shape.is_fully_defined():
@@ -392,7 +390,6 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     relu = winograd_activation == "relu"
     x, mask, values = (tf.stop_gradient(t) for t in (x, mask, values))
     if _use_ops():
-        g = winograd.tile_geometry(x.shape[1], x.shape[2], padding)
         (y,) = _run_op("SwcnnSparseConvForward", {"x": x, "mask": mask, "values": values},
                        {**_op_attrs(g, relu), "mode": SPARSE_MODES.index(mode)}, 1)
         y = _with_shape(y, (x.shape[0], g.out_h, g.out_w, mask.shape[1]))
@@ -402,6 +399,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
 
 
 def _validate(x, kernel, padding):
+    """The call's tile geometry; ``ValueError`` for an input or kernel the kernels cannot take."""
     if x.shape.rank != 4:
         raise ValueError(f"Expected a 4D NHWC input, got shape {x.shape}.")
     if not can_run(x):
@@ -409,8 +407,9 @@ def _validate(x, kernel, padding):
             "The native TensorFlow path needs the height, width and channels known while "
             f"tracing; got shape {x.shape}. Use implementation='reference' (or 'auto')."
         )
-    winograd.tile_geometry(x.shape[1], x.shape[2], padding)  # raises for too-small 'valid'
+    geometry = winograd.tile_geometry(x.shape[1], x.shape[2], padding)  # raises if too small
     check_kernel_fits(x.shape, kernel.shape)
+    return geometry
 
 
 def _as_float32(x):
@@ -427,19 +426,25 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
         raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
     x, dtype = _as_float32(x)
     kernel, _ = _as_float32(kernel)
-    _validate(x, kernel, padding)
+    geometry = _validate(x, kernel, padding)
     relu = winograd_activation == "relu"
 
+    # The TensorFlow ops take the geometry computed here; the XLA functions compute it
+    # while they trace (it is not part of their trace key).
     @tf.custom_gradient
     def conv(x, kernel):
         def grad(dy):
-            backward = _op_backward if _use_ops() else _backward
-            return backward(x, kernel, tf.cast(dy, tf.float32), padding, relu)
+            dy = tf.cast(dy, tf.float32)
+            if _use_ops():
+                return _op_backward(x, kernel, dy, geometry, relu)
+            return _backward(x, kernel, dy, padding, relu)
 
         # stop_gradient: the tape must not try to differentiate the kernels'
         # call itself (eager custom_gradient still records the forward's ops).
-        forward = _op_forward if _use_ops() else _forward
-        return forward(tf.stop_gradient(x), tf.stop_gradient(kernel), padding, relu), grad
+        x_in, kernel_in = tf.stop_gradient(x), tf.stop_gradient(kernel)
+        if _use_ops():
+            return _op_forward(x_in, kernel_in, geometry, relu), grad
+        return _forward(x_in, kernel_in, padding, relu), grad
 
     return tf.cast(conv(x, kernel), dtype)
 
