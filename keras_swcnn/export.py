@@ -11,9 +11,8 @@ and ``torch.onnx``.
 ``implementation(name)`` overrides the choice for everything traced inside it:
 ``implementation("native")`` exports the native kernels (faster, but the
 artifact then runs only in a process where keras_swcnn has registered them, on the
-same platform: on TensorFlow, call
-``keras_swcnn.ops.tensorflow_native.unavailable_reason()`` before loading a
-SavedModel that holds the ``Swcnn*`` ops); ``implementation("portable")`` forces the portable lowering elsewhere
+same platform: on TensorFlow, call ``keras_swcnn.ops.tensorflow_native.register()``
+before loading a SavedModel that holds the ``Swcnn*`` ops); ``implementation("portable")`` forces the portable lowering elsewhere
 (e.g. a hand-written ``tf.function`` that is serialised later). A layer created
 with an explicit ``implementation=`` keeps it. ``jax.export`` refuses custom calls
 without a compatibility guarantee; a native JAX export passes

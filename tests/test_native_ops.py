@@ -336,12 +336,15 @@ def test_tensorflow_releases_not_verified_take_the_reference_path(rng, monkeypat
     reason = tensorflow_native.version_unverified_reason("2.99.1")
     assert "TensorFlow 2.99.1" in reason and "2.21" in reason
     monkeypatch.setattr(tf, "__version__", "2.99.1")
-    monkeypatch.setattr(tensorflow_native, "_state", {"registered": False, "error": None})
+    monkeypatch.setattr(tensorflow_native, "_state",
+                        {"registered": False, "error": None, "graph_ops_error": None})
     monkeypatch.setattr(tensorflow_native.native, "_require", None)  # registering would fail here
     assert wops.native_unavailable_reason() == reason
     x, u = random_normal(rng, (1, 5, 6, 2)), random_normal(rng, (4, 4, 2, 3))
     with pytest.raises(RuntimeError, match="2.99.1"):
         wops.winograd_conv2d(x, u, implementation="native")
+    with pytest.raises(RuntimeError, match="2.99.1"):
+        tensorflow_native.register()
     y = wops.winograd_conv2d(x, u)  # "auto": the reference path
     assert rel_error(ops.convert_to_numpy(y), conv(x, u)) < 1e-5
 

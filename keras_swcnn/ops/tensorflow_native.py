@@ -112,8 +112,8 @@ def _run_op(name, inputs, attrs, num_outputs):
 def unavailable_reason():
     """``None`` when the native TensorFlow path can run here, else why it cannot.
 
-    The first call registers the kernels into the loaded TensorFlow (a process that loads
-    a SavedModel exported with the native kernels calls it first). Computed once per process (the answer cannot change once TensorFlow has
+    The first call registers the kernels into the loaded TensorFlow (``register`` is the
+    public way to do only that). Computed once per process (the answer cannot change once TensorFlow has
     initialised its devices); every layer call asks.
     """
     if "reason" not in _state:
@@ -136,6 +136,27 @@ def _find_unavailable_reason():
     if error:
         return f"registering the TensorFlow custom calls failed: {error}"
     return None
+
+
+def register():
+    """Register the native kernels (TensorFlow ops and XLA custom calls) in the loaded TensorFlow.
+
+    Layers do this themselves on their first native call. A process that loads a
+    SavedModel exported with ``keras_swcnn.export.implementation("native")`` calls it
+    first, since the model's graph names the ``Swcnn*`` ops. Raises ``RuntimeError``
+    saying why where the native path cannot run here.
+
+    Example:
+        >>> from keras_swcnn.ops import tensorflow_native
+        >>> tensorflow_native.register()  # doctest: +SKIP
+        >>> # loaded = tf.saved_model.load("native_dir")
+    """
+    error = unavailable_reason()
+    if error:
+        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    if _state["graph_ops_error"]:
+        raise RuntimeError(f"The TensorFlow ops could not be registered: "
+                           f"{_state['graph_ops_error']}.")
 
 
 def can_run(x):
