@@ -17,7 +17,7 @@ from keras import ops
 
 from conftest import BACKEND, SHAPES, VALID_SHAPES, gradients, random_normal
 from keras_swcnn import ops as wops
-from keras_swcnn import build_info
+from keras_swcnn import build_info, winograd
 from keras_swcnn.layers import WinogradReLUConv2D
 from numpy_reference import conv, conv_grads, rel_error
 
@@ -201,6 +201,27 @@ class TestTensorFlow:
             dx_ref, du_ref = conv_grads(x, u.numpy(), 2 * expected)
             assert rel_error(dx.numpy(), dx_ref) < 1e-5
             assert rel_error(du.numpy(), du_ref) < 1e-5  # summed over the images
+
+    def test_ops_refuse_what_their_kernels_cannot_take_with_tensorflow_errors(self, rng):
+        # Called directly, past the Python checks: the op re-validates at run time.
+        import tensorflow as tf
+
+        from keras_swcnn.ops import tensorflow_native as tfn
+
+        x = tf.constant(random_normal(rng, (2, 6, 5, 3)))
+        u = tf.constant(random_normal(rng, (16, 3, 4)))
+        attrs = tfn._op_attrs(winograd.tile_geometry(6, 5, "same"), True)
+        y = tfn._run_op("SwcnnConvForward", {"x": x, "u": u}, attrs, 1)[0]
+        assert rel_error(y.numpy(), conv(x.numpy(), u.numpy().reshape(4, 4, 3, 4))) < 1e-5
+        refused = [
+            ("SwcnnConvForward", {"x": x, "u": u[:, :2]}, attrs, "u must have shape"),
+            ("SwcnnConvForward", {"x": x, "u": u}, {**attrs, "tiles_h": 9}, "tiles"),
+            ("SwcnnConvBackward", {"x": x, "u": u, "dy": y[:, :5]}, attrs, "dy must have shape"),
+            ("SwcnnConvForward", {"x": x[0], "u": u}, attrs, "x must be a 4-D"),
+        ]
+        for name, inputs, op_attrs, message in refused:
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                tfn._run_op(name, inputs, op_attrs, 2 if "Backward" in name else 1)
 
     def test_without_the_ops_graphs_use_the_custom_calls(self, rng, monkeypatch):
         import tensorflow as tf
