@@ -233,12 +233,14 @@ ConvShape conv_shape(TF_Tensor* x, int64_t k, const Geometry& g) {
   return s;
 }
 
-// Runs `body`, turning its exceptions into the op's failure status.
+// Runs `body(geometry, inputs)` for one call of the op whose kernel state is
+// `kernel`, turning its exceptions into the op's failure status.
 template <typename Fn>
-void run(TF_OpKernelContext* context, Fn&& body) {
+void run(void* kernel, TF_OpKernelContext* context, Fn&& body) {
   Status status;
   try {
-    body();
+    Inputs in(context);
+    body(*static_cast<const Geometry*>(kernel), in);
     return;
   } catch (const std::invalid_argument& error) {
     status.set(kInvalidArgument, std::string("keras_swcnn: ") + error.what());
@@ -250,34 +252,34 @@ void run(TF_OpKernelContext* context, Fn&& body) {
   api.ContextFailure(context, status.get());
 }
 
-// u must be [16, C, K] for x's C.
-void check_kernel(TF_Tensor* x, TF_Tensor* u) {
+// The dense ops' first two inputs, x [N, H, W, C] and u [16, C, K], and the
+// convolution's shape; throws std::invalid_argument naming what does not fit.
+struct DenseOperands {
+  TF_Tensor* x;
+  TF_Tensor* u;
+  ConvShape s;
+};
+
+DenseOperands dense_operands(Inputs& in, const Geometry& g) {
+  TF_Tensor* x = in.get(0, 4, kFloat, "x");
+  TF_Tensor* u = in.get(1, 3, kFloat, "u");
   if (dim(u, 0) != 16 || dim(u, 1) != dim(x, 3))
     throw std::invalid_argument("u must have shape [16, C, K] for the input's C");
+  return {x, u, conv_shape(x, dim(u, 2), g)};
 }
 
 void compute_forward(void* kernel, TF_OpKernelContext* context) {
-  const Geometry& g = *static_cast<Geometry*>(kernel);
-  run(context, [&] {
-    Inputs in(context);
-    TF_Tensor* x = in.get(0, 4, kFloat, "x");
-    TF_Tensor* u = in.get(1, 3, kFloat, "u");
-    check_kernel(x, u);
-    const ConvShape s = conv_shape(x, dim(u, 2), g);
+  run(kernel, context, [&](const Geometry& g, Inputs& in) {
+    const auto [x, u, s] = dense_operands(in, g);
     float* y = allocate(context, 0, {s.batch, s.out_h, s.out_w, s.out_channels});
     conv_forward_cpu(data<float>(x), data<float>(u), s, g.relu != 0, y);
   });
 }
 
 void compute_backward(void* kernel, TF_OpKernelContext* context) {
-  const Geometry& g = *static_cast<Geometry*>(kernel);
-  run(context, [&] {
-    Inputs in(context);
-    TF_Tensor* x = in.get(0, 4, kFloat, "x");
-    TF_Tensor* u = in.get(1, 3, kFloat, "u");
+  run(kernel, context, [&](const Geometry& g, Inputs& in) {
+    const auto [x, u, s] = dense_operands(in, g);
     TF_Tensor* dy = in.get(2, 4, kFloat, "dy");
-    check_kernel(x, u);
-    const ConvShape s = conv_shape(x, dim(u, 2), g);
     if (dim(dy, 0) != s.batch || dim(dy, 1) != s.out_h || dim(dy, 2) != s.out_w ||
         dim(dy, 3) != s.out_channels)
       throw std::invalid_argument("dy must have shape [N, out_h, out_w, K] of the output");
@@ -288,9 +290,7 @@ void compute_backward(void* kernel, TF_OpKernelContext* context) {
 }
 
 void compute_sparse_forward(void* kernel, TF_OpKernelContext* context) {
-  const Geometry& g = *static_cast<Geometry*>(kernel);
-  run(context, [&] {
-    Inputs in(context);
+  run(kernel, context, [&](const Geometry& g, Inputs& in) {
     TF_Tensor* x = in.get(0, 4, kFloat, "x");
     TF_Tensor* mask = in.get(1, 3, kInt32, "mask");
     TF_Tensor* values = in.get(2, 1, kFloat, "values");
