@@ -138,6 +138,13 @@ def _find_unavailable_reason():
     return None
 
 
+def _require_available():
+    """Register the kernels, or ``RuntimeError`` saying why the native path cannot run here."""
+    error = unavailable_reason()
+    if error:
+        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+
+
 def register():
     """Register the native kernels (TensorFlow ops and XLA custom calls) in the loaded TensorFlow.
 
@@ -151,9 +158,7 @@ def register():
         >>> tensorflow_native.register()  # doctest: +SKIP
         >>> # loaded = tf.saved_model.load("native_dir")
     """
-    error = unavailable_reason()
-    if error:
-        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    _require_available()
     if _state["graph_ops_error"]:
         raise RuntimeError(f"The TensorFlow ops could not be registered: "
                            f"{_state['graph_ops_error']}.")
@@ -395,9 +400,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     TensorFlow op; inside code that XLA compiles (a custom call, which TensorFlow
     gives no error channel) the output is NaN instead.
     """
-    error = unavailable_reason()
-    if error:
-        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    _require_available()
     x, dtype = _as_float32(x)
     if not can_run(x):
         raise ValueError(
@@ -442,9 +445,7 @@ def _as_float32(x):
 
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``)."""
-    error = unavailable_reason()
-    if error:
-        raise RuntimeError(f"The native TensorFlow path is not available: {error}.")
+    _require_available()
     x, dtype = _as_float32(x)
     kernel, _ = _as_float32(kernel)
     geometry = _validate(x, kernel, padding)
