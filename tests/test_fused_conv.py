@@ -26,6 +26,16 @@ CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 520, 17), (2, 3, 4, 7, 513),
                                         (3, 10, 11, 33, 47)]] + [
     (s, "valid") for s in VALID_SHAPES
 ]
+# Channel counts of one to four whole AVX-512 vectors take the fixed-width
+# block transforms (tile-major blocks, tiles walked along their rows, dx of
+# neighbouring tiles summed in registers), on their own or beside a width
+# that does not; with images of one, two and odd numbers of pixels, and runs
+# of tiles that cross image and block boundaries (28x28 images, 3 of them).
+FIXED_WIDTH_CASES = [((2, 7, 9, 16, 32), "same"), ((1, 1, 2, 48, 16), "same"),
+                     ((3, 5, 1, 32, 64), "same"), ((2, 2, 3, 16, 16), "same"),
+                     ((2, 6, 5, 64, 48), "valid"), ((2, 5, 6, 16, 20), "same"),
+                     ((2, 6, 7, 21, 16), "valid"), ((3, 28, 28, 16, 16), "same"),
+                     ((2, 9, 8, 32, 32), "valid")]
 
 
 def fused(x, u, dy, padding, relu):
@@ -39,7 +49,7 @@ def fused(x, u, dy, padding, relu):
     return y, dx, du.reshape(u.shape)
 
 
-@pytest.mark.parametrize("shape,padding", CASES)
+@pytest.mark.parametrize("shape,padding", CASES + FIXED_WIDTH_CASES)
 @pytest.mark.parametrize("relu", [True, False])
 def test_forward_and_gradients_match_float64(rng, shape, padding, relu):
     n, h, w, c, k = shape
@@ -98,21 +108,25 @@ def run_isolated(tmp_path, inputs, **env):
         return {name: data[name] for name in data.files}
 
 
-def isolated_inputs(rng):
-    x = random_normal(rng, (3, 9, 11, 37))
-    u = random_normal(rng, (16, 37, 21)) / 6
-    dy = random_normal(rng, (3, 9, 11, 21))
+def isolated_inputs(rng, c=37, k=21):
+    x = random_normal(rng, (3, 9, 11, c))
+    u = random_normal(rng, (16, c, k)) / np.sqrt(c)
+    dy = random_normal(rng, (3, 9, 11, k))
     return {"x": x, "u": u, "dy": dy}
 
 
+# 37 -> 21 channels: the generic transforms. 24 -> 16 and 12 -> 8: the
+# fixed-width ones for whole AVX2 (8 floats) or baseline (4 floats) vectors.
+@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
-def test_every_instruction_set_matches_float64(tmp_path, rng, isa):
-    inputs = isolated_inputs(rng)
+def test_every_instruction_set_matches_float64(tmp_path, rng, isa, channels):
+    c, k = channels
+    inputs = isolated_inputs(rng, c, k)
     out = run_isolated(tmp_path, inputs, SWCNN_ISA=isa)
     if native._require().conv_isa() == "baseline" and isa == "avx2":
         pytest.skip("this CPU has no AVX2")
     assert str(out["isa"]) == isa
-    x, u, dy = inputs["x"], inputs["u"].reshape(4, 4, 37, 21), inputs["dy"]
+    x, u, dy = inputs["x"], inputs["u"].reshape(4, 4, c, k), inputs["dy"]
     dx_expected, du_expected = conv_grads(x, u, dy)
     assert rel_error(out["y"], conv(x, u)) < 1e-5
     assert rel_error(out["dx"], dx_expected) < 1e-5
