@@ -21,8 +21,11 @@ from keras_swcnn import sparse_format
 from keras_swcnn.layers import SparseWinogradReLUConv2D, WinogradReLUConv2D
 from numpy_reference import conv, rel_error
 
-CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 70, 33), (3, 10, 11, 33, 47)]] + [
-    (s, "valid") for s in VALID_SHAPES
+# Plus channel counts of whole AVX-512 vectors (the fixed-width input transform), with rows of
+# more tiles than a block of lanes.
+CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 70, 33), (3, 10, 11, 33, 47),
+                                        (2, 7, 9, 16, 20), (2, 3, 70, 64, 16)]] + [
+    (s, "valid") for s in VALID_SHAPES + [(1, 6, 5, 32, 48)]
 ]
 DENSITIES = [0.0, 0.07, 0.3, 1.0]
 
@@ -132,10 +135,12 @@ SUBPROCESS = textwrap.dedent("""
 
 
 @needs_native
+@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])  # generic, AVX2/baseline fixed
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
-def test_every_instruction_set_and_thread_count_matches_float64(tmp_path, rng, isa):
-    x = random_normal(rng, (3, 9, 11, 37))
-    kernel = pruned_kernel(rng, 37, 21, 0.15)
+def test_every_instruction_set_and_thread_count_matches_float64(tmp_path, rng, isa, channels):
+    c, k = channels
+    x = random_normal(rng, (3, 9, 11, c))
+    kernel = pruned_kernel(rng, c, k, 0.15)
     mask, values = sparse_format.compress(kernel)
     source = tmp_path / "in.npz"
     np.savez(source, x=x, mask=mask, values=values)
