@@ -153,6 +153,36 @@ class TestJax:
             np.asarray(jax_native._call("swcnn_output_transform", (1, 9, 5, 2),
                                         random_normal(rng, (16, 9, 2)), tiles_h=3, tiles_w=3))
 
+    # The handlers lend the kernels XLA's intra-op threads (ffi::ThreadPool); the kernels' blocks
+    # and bands come from the shape alone, so the bits are those of the numpy front door on
+    # swcnn's own pool. Fixed-width (16, 32 channels) and generic widths, many blocks per call.
+    @pytest.mark.parametrize("shape", [(64, 14, 14, 16, 32), (6, 11, 9, 37, 21),
+                                       (2, 14, 14, 130, 67)])
+    def test_calls_run_on_xla_threads_with_the_numpy_front_doors_bits(self, rng, shape):
+        import jax
+        import jax.numpy as jnp
+        from keras_swcnn import native
+        from keras_swcnn.ops import jax_native
+
+        module = native._require()
+        n, h, w, c, k = shape
+        x = random_normal(rng, (n, h, w, c))
+        u = random_normal(rng, (4, 4, c, k)) / np.sqrt(c)
+        dy = random_normal(rng, (n, h, w, k))
+        g = winograd.tile_geometry(h, w, "same")
+        before = module.lent_parallel_calls()
+        y = np.asarray(jax.jit(jax_native.winograd_conv2d)(x, u))
+        _, pullback = jax.vjp(jax_native.winograd_conv2d, jnp.asarray(x), jnp.asarray(u))
+        dx, du = (np.asarray(a) for a in jax.jit(pullback)(jnp.asarray(dy)))
+        assert module.lent_parallel_calls() > before  # XLA's threads were lent
+        flat = u.reshape(16, c, k)
+        assert np.array_equal(y, module.conv_forward(x, flat, g.pad_top, g.pad_left, g.tiles_h,
+                                                     g.tiles_w, g.out_h, g.out_w, True))
+        dx_door, du_door = module.conv_backward(x, flat, dy, g.pad_top, g.pad_left, g.tiles_h,
+                                                g.tiles_w, True)
+        assert np.array_equal(dx, dx_door)
+        assert np.array_equal(du.reshape(16, c, k), du_door)
+
     def test_non_float32_buffer_is_refused_by_the_handler(self, rng):
         from keras_swcnn.ops import jax_native
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -151,13 +152,89 @@ ThreadPool& pool() {
   return *instance;
 }
 
+thread_local Executor* current_executor = nullptr;
+std::atomic<int64_t> lent_calls{0};
+thread_local bool inside_lent_task = false;  // running an item on a lent thread
+
+// One call's items on an Executor's threads. Shared, because a scheduled task
+// may start after the call has returned (its runtime's threads were busy and
+// the caller did every item): such a task finds no item left and touches
+// nothing but this state.
+struct LentJob {
+  const std::function<void(int64_t)>* fn;
+  int64_t count;
+  std::atomic<int64_t> next{0}, remaining;
+  std::atomic<bool> failed{false};
+  std::mutex mutex;
+  std::condition_variable done;
+  std::exception_ptr error;
+
+  LentJob(const std::function<void(int64_t)>* fn, int64_t count)
+      : fn(fn), count(count), remaining(count) {}
+
+  // As ThreadPool::drain: items until none are left, the first exception kept.
+  void drain() {
+    for (int64_t i; (i = next.fetch_add(1)) < count;) {
+      if (!failed.load()) {
+        try {
+          (*fn)(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!error) error = std::current_exception();
+          failed.store(true);
+        }
+      }
+      if (remaining.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mutex);
+        done.notify_one();
+      }
+    }
+  }
+};
+
+void run_lent(Executor& executor, int64_t count, const std::function<void(int64_t)>& fn) {
+  lent_calls.fetch_add(1, std::memory_order_relaxed);
+  auto job = std::make_shared<LentJob>(&fn, count);
+  const int64_t helpers = std::min<int64_t>(count, num_threads()) - 1;
+  for (int64_t h = 0; h < helpers; ++h) {
+    executor.schedule([job] {
+      const bool outer = inside_lent_task;
+      inside_lent_task = true;
+      job->drain();
+      inside_lent_task = outer;
+    });
+  }
+  job->drain();
+  std::unique_lock<std::mutex> lock(job->mutex);
+  job->done.wait(lock, [&] { return job->remaining.load() == 0; });
+  if (job->error) std::rethrow_exception(job->error);
+}
+
 }  // namespace
 
-int num_threads() { return pool().size(); }
+ScopedExecutor::ScopedExecutor(Executor* executor) : previous_(current_executor) {
+  current_executor = executor;
+}
+
+ScopedExecutor::~ScopedExecutor() { current_executor = previous_; }
+
+int64_t lent_parallel_calls() { return lent_calls.load(std::memory_order_relaxed); }
+
+int num_threads() {
+  if (current_executor != nullptr)
+    return std::clamp(current_executor->threads(), 1, kMaxThreads);
+  return pool().size();
+}
 
 void parallel_for_each(int64_t count, const std::function<void(int64_t)>& fn) {
   if (count <= 0) return;
-  pool().run(count, fn);
+  if (inside_lent_task) {  // an item's own parallel call: this thread alone
+    for (int64_t i = 0; i < count; ++i) fn(i);
+  } else if (current_executor != nullptr) {
+    run_lent(*current_executor, count, fn);
+  } else {
+    pool().run(count, fn);
+  }
 }
 
 }  // namespace swcnn

@@ -12,11 +12,16 @@
 // Failures never terminate the process: a worker that cannot start leaves a
 // smaller pool, and an exception thrown by an item (bad_alloc, say) is
 // caught and rethrown to the caller once the call has finished.
+//
+// A framework that lends its own threads installs a swcnn::Executor for the
+// duration of a kernel call (swcnn/executor.h); the pool stays asleep then.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+
+#include "swcnn/executor.h"
 
 namespace swcnn {
 

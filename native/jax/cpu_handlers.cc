@@ -5,7 +5,11 @@
 #include "cpu_handlers.h"
 
 #include "ffi_shapes.h"
+#include <functional>
+#include <utility>
+
 #include "swcnn/conv.h"
+#include "swcnn/executor.h"
 #include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 #include "xla/ffi/api/ffi.h"
@@ -17,6 +21,29 @@ namespace {
 
 using F32Buffer = ffi::Buffer<ffi::F32>;
 using F32Result = ffi::ResultBuffer<ffi::F32>;
+
+// XLA's intra-op threads, lent to the kernels for one handler call: inside
+// XLA, swcnn's own pool would compete with them for the same CPUs.
+class XlaThreads final : public swcnn::Executor {
+ public:
+  explicit XlaThreads(ffi::ThreadPool pool)
+      : pool_(pool), threads_(static_cast<int>(pool_.num_threads())) {}
+  int threads() const override { return threads_; }
+  void schedule(std::function<void()> task) override { pool_.Schedule(std::move(task)); }
+
+ private:
+  ffi::ThreadPool pool_;
+  int threads_;
+};
+
+// run_kernel on XLA's threads (on swcnn's pool where XLA lends none).
+template <typename Fn>
+ffi::Error run_on_xla_threads(ffi::ThreadPool pool, Fn&& fn) {
+  XlaThreads threads(pool);
+  if (threads.threads() < 1) return run_kernel(std::forward<Fn>(fn));
+  swcnn::ScopedExecutor scope(&threads);
+  return run_kernel(std::forward<Fn>(fn));
+}
 
 ffi::Error InputTransform(F32Buffer x, F32Result v, int64_t pad_top, int64_t pad_left,
                           int64_t tiles_h, int64_t tiles_w, bool relu) {
@@ -58,18 +85,18 @@ ffi::Error OutputTransformBackward(F32Buffer dy, F32Result dm, int64_t tiles_h,
   return ffi::Error::Success();
 }
 
-ffi::Error ConvForward(F32Buffer x, F32Buffer u, F32Result y, int64_t pad_top,
+ffi::Error ConvForward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Result y, int64_t pad_top,
                        int64_t pad_left, int64_t tiles_h, int64_t tiles_w, bool relu) {
   swcnn::ConvShape s;
   ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), y->dimensions(), pad_top,
                                 pad_left, tiles_h, tiles_w, &s);
   if (error.failure()) return error;
-  return run_kernel([&] {
+  return run_on_xla_threads(pool, [&] {
     swcnn::conv_forward_cpu(x.typed_data(), u.typed_data(), s, relu, y->typed_data());
   });
 }
 
-ffi::Error ConvBackward(F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F32Result du,
+ffi::Error ConvBackward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F32Result du,
                         int64_t pad_top, int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
                         bool relu) {
   swcnn::ConvShape s;
@@ -78,13 +105,13 @@ ffi::Error ConvBackward(F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F3
   if (error.failure()) return error;
   if (dx->element_count() != x.element_count() || du->element_count() != u.element_count())
     return invalid("dx and du must have the shapes of x and u");
-  return run_kernel([&] {
+  return run_on_xla_threads(pool, [&] {
     swcnn::conv_backward_cpu(x.typed_data(), u.typed_data(), dy.typed_data(), s, relu,
                              dx->typed_data(), du->typed_data());
   });
 }
 
-ffi::Error SparseConvForward(F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer values,
+ffi::Error SparseConvForward(ffi::ThreadPool pool, F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer values,
                              F32Result y, int64_t pad_top, int64_t pad_left, int64_t tiles_h,
                              int64_t tiles_w, bool relu, int64_t mode) {
   swcnn::ConvShape s;
@@ -95,7 +122,7 @@ ffi::Error SparseConvForward(F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer 
   // int32 in the framework; the bits are the mask's.
   const swcnn::SparseKernel u{reinterpret_cast<const uint32_t*>(mask.typed_data()),
                               values.typed_data(), int64_t(values.element_count())};
-  return run_kernel([&] {
+  return run_on_xla_threads(pool, [&] {
     swcnn::sparse_conv_forward_cpu(x.typed_data(), u, s, relu, y->typed_data(),
                                    static_cast<swcnn::SparseMode>(mode));
   });
@@ -106,6 +133,7 @@ ffi::Error SparseConvForward(F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnSparseConvForwardCpu, SparseConvForward,
     input_transform_attributes(ffi::Ffi::Bind()
+                                   .Ctx<ffi::ThreadPool>()
                                    .Arg<F32Buffer>()
                                    .Arg<ffi::Buffer<ffi::S32>>()
                                    .Arg<F32Buffer>()
@@ -114,12 +142,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnConvForwardCpu, ConvForward,
-    input_transform_attributes(
-        ffi::Ffi::Bind().Arg<F32Buffer>().Arg<F32Buffer>().Ret<F32Buffer>()));
+    input_transform_attributes(ffi::Ffi::Bind()
+                                   .Ctx<ffi::ThreadPool>()
+                                   .Arg<F32Buffer>()
+                                   .Arg<F32Buffer>()
+                                   .Ret<F32Buffer>()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnConvBackwardCpu, ConvBackward,
     input_transform_attributes(ffi::Ffi::Bind()
+                                   .Ctx<ffi::ThreadPool>()
                                    .Arg<F32Buffer>()
                                    .Arg<F32Buffer>()
                                    .Arg<F32Buffer>()

@@ -20,6 +20,7 @@
 #include "graph_ops.h"
 #include "ffi_capsule.h"
 #include "swcnn/conv.h"
+#include "swcnn/executor.h"
 #include "swcnn/sparse_conv.h"
 #include "swcnn/transforms.h"
 
@@ -293,6 +294,9 @@ NB_MODULE(_native, module) {
              nb::arg("mode") = "auto",
              "y[N, OH, OW, K]: the Winograd(-ReLU) convolution with a compressed kernel "
              "(mask int32 [16, K, ceil(C/32)], values in (t, k, c) order).");
+  module.def("lent_parallel_calls", &swcnn::lent_parallel_calls,
+             "Parallel kernel steps run so far on threads a framework lent (JAX: XLA's "
+             "intra-op pool); for tests.");
   module.def("conv_isa", []() { return std::string(swcnn::conv_isa()); },
              "The instruction set the fused kernels use on this CPU.");
   module.def("kernels", []() {

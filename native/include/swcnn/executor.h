@@ -1,0 +1,49 @@
+// Threads a framework lends to the CPU kernels.
+//
+// By default the kernels run on swcnn's own persistent pool. A framework
+// with an intra-op pool of its own (XLA hands FFI handlers one) installs an
+// Executor for the duration of a kernel call; the call's items then run on
+// the calling thread and on tasks scheduled there, and swcnn's pool stays
+// asleep: one set of threads per process instead of two competing for the
+// same CPUs.
+//
+// Example (a front door):
+//   MyThreads threads(...);             // an Executor over the framework's pool
+//   swcnn::ScopedExecutor scope(&threads);
+//   swcnn::conv_forward_cpu(...);       // runs on the framework's threads
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace swcnn {
+
+// Another runtime's threads, lent to the kernels.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Threads the runtime runs tasks on (the kernels use the caller and at
+  // most threads() - 1 tasks at a time).
+  virtual int threads() const = 0;
+  // Runs `task` on one of them, some time later (or now, on this thread).
+  virtual void schedule(std::function<void()> task) = 0;
+};
+
+// While alive, kernel calls made on this thread run their items on
+// `executor` (which must outlive the scope) instead of swcnn's pool.
+class ScopedExecutor {
+ public:
+  explicit ScopedExecutor(Executor* executor);
+  ~ScopedExecutor();
+  ScopedExecutor(const ScopedExecutor&) = delete;
+  ScopedExecutor& operator=(const ScopedExecutor&) = delete;
+
+ private:
+  Executor* previous_;
+};
+
+// How many parallel kernel steps have run on a lent Executor so far, in this
+// process (for tests: the front doors that lend threads do lend them).
+int64_t lent_parallel_calls();
+
+}  // namespace swcnn
