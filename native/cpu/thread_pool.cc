@@ -31,6 +31,44 @@ int configured_threads() {
   return std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, kMaxThreads);
 }
 
+// The items of one parallel call, taken by every thread that joins it.
+struct Items {
+  std::atomic<int64_t> next{0};       // the next item to hand out
+  std::atomic<int64_t> remaining{0};  // items not yet finished (or skipped)
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;           // the first exception, guarded by the caller's mutex
+
+  void reset(int64_t count) {
+    next.store(0);
+    remaining.store(count);
+    failed.store(false);
+    error = nullptr;
+  }
+
+  // Takes items until none are left; records the first exception and skips
+  // the items after it. Whoever finishes the last item calls done.notify_one()
+  // under `mutex`. `fn` is only used for an item taken: a thread that joins
+  // after the call has ended finds none and never touches it.
+  void drain(const std::function<void(int64_t)>* fn, int64_t count, std::mutex& mutex,
+             std::condition_variable& done) {
+    for (int64_t i; (i = next.fetch_add(1)) < count;) {
+      if (!failed.load()) {
+        try {
+          (*fn)(i);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!error) error = std::current_exception();
+          failed.store(true);
+        }
+      }
+      if (remaining.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lock(mutex);
+        done.notify_one();
+      }
+    }
+  }
+};
+
 class ThreadPool {
  public:
   explicit ThreadPool(int size) {
@@ -64,47 +102,24 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mutex_);
       job_ = &fn;
       count_ = count;
-      next_.store(0);
-      remaining_.store(count);
-      failed_.store(false);
-      error_ = nullptr;
+      items_.reset(count);
       open_ = true;
       ++generation_;
     }
     wake_.notify_all();
-    drain(fn, count);
+    items_.drain(&fn, count, mutex_, done_);
     // Wait for the items still running on workers, and for workers that have
     // joined to leave; not for workers that have yet to wake (a woken thread
     // may wait milliseconds for a CPU that another runtime's threads hold):
     // closing the job makes them go back to sleep when they do wake.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return remaining_.load() == 0 && inside_ == 0; });
+    done_.wait(lock, [this] { return items_.remaining.load() == 0 && inside_ == 0; });
     open_ = false;
     job_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    if (items_.error) std::rethrow_exception(items_.error);
   }
 
  private:
-  // Takes items until none are left; records the first exception and skips
-  // the items after it. Whoever finishes the last item tells the caller.
-  void drain(const std::function<void(int64_t)>& fn, int64_t count) {
-    for (int64_t i; (i = next_.fetch_add(1)) < count;) {
-      if (!failed_.load()) {
-        try {
-          fn(i);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mutex_);
-          if (!error_) error_ = std::current_exception();
-          failed_.store(true);
-        }
-      }
-      if (remaining_.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        done_.notify_one();
-      }
-    }
-  }
-
   void work() {
     inside_worker_ = true;
     uint64_t seen = 0;
@@ -120,9 +135,9 @@ class ThreadPool {
         count = count_;
         ++inside_;  // the caller waits for this worker before it ends the job
       }
-      drain(*job, count);
+      items_.drain(job, count, mutex_, done_);
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--inside_ == 0 && remaining_.load() == 0) done_.notify_one();
+      if (--inside_ == 0 && items_.remaining.load() == 0) done_.notify_one();
     }
   }
 
@@ -132,10 +147,7 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   const std::function<void(int64_t)>* job_ = nullptr;
   int64_t count_ = 0;
-  std::atomic<int64_t> next_{0};       // the next item to hand out
-  std::atomic<int64_t> remaining_{0};  // items not yet finished (or skipped)
-  std::atomic<bool> failed_{false};
-  std::exception_ptr error_;
+  Items items_;
   int inside_ = 0;     // workers that joined the open job and have not left it
   bool open_ = false;  // a job is being run: waking workers may join it
   uint64_t generation_ = 0;
@@ -163,33 +175,14 @@ thread_local bool inside_lent_task = false;  // running an item on a lent thread
 struct LentJob {
   const std::function<void(int64_t)>* fn;
   int64_t count;
-  std::atomic<int64_t> next{0}, remaining;
-  std::atomic<bool> failed{false};
+  Items items;
   std::mutex mutex;
   std::condition_variable done;
-  std::exception_ptr error;
 
-  LentJob(const std::function<void(int64_t)>* fn, int64_t count)
-      : fn(fn), count(count), remaining(count) {}
-
-  // As ThreadPool::drain: items until none are left, the first exception kept.
-  void drain() {
-    for (int64_t i; (i = next.fetch_add(1)) < count;) {
-      if (!failed.load()) {
-        try {
-          (*fn)(i);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(mutex);
-          if (!error) error = std::current_exception();
-          failed.store(true);
-        }
-      }
-      if (remaining.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lock(mutex);
-        done.notify_one();
-      }
-    }
+  LentJob(const std::function<void(int64_t)>* fn, int64_t count) : fn(fn), count(count) {
+    items.reset(count);
   }
+  void drain() { items.drain(fn, count, mutex, done); }
 };
 
 void run_lent(Executor& executor, int64_t count, const std::function<void(int64_t)>& fn) {
@@ -206,8 +199,8 @@ void run_lent(Executor& executor, int64_t count, const std::function<void(int64_
   }
   job->drain();
   std::unique_lock<std::mutex> lock(job->mutex);
-  job->done.wait(lock, [&] { return job->remaining.load() == 0; });
-  if (job->error) std::rethrow_exception(job->error);
+  job->done.wait(lock, [&] { return job->items.remaining.load() == 0; });
+  if (job->items.error) std::rethrow_exception(job->items.error);
 }
 
 }  // namespace
