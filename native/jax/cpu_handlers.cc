@@ -4,10 +4,10 @@
 // validated (an ffi::Error on any mismatch, never a crash), kernels called.
 #include "cpu_handlers.h"
 
-#include "ffi_shapes.h"
 #include <functional>
 #include <utility>
 
+#include "ffi_shapes.h"
 #include "swcnn/conv.h"
 #include "swcnn/executor.h"
 #include "swcnn/sparse_conv.h"
@@ -85,8 +85,9 @@ ffi::Error OutputTransformBackward(F32Buffer dy, F32Result dm, int64_t tiles_h,
   return ffi::Error::Success();
 }
 
-ffi::Error ConvForward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Result y, int64_t pad_top,
-                       int64_t pad_left, int64_t tiles_h, int64_t tiles_w, bool relu) {
+ffi::Error ConvForward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Result y,
+                       int64_t pad_top, int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
+                       bool relu) {
   swcnn::ConvShape s;
   ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), y->dimensions(), pad_top,
                                 pad_left, tiles_h, tiles_w, &s);
@@ -96,9 +97,9 @@ ffi::Error ConvForward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Result
   });
 }
 
-ffi::Error ConvBackward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Buffer dy, F32Result dx, F32Result du,
-                        int64_t pad_top, int64_t pad_left, int64_t tiles_h, int64_t tiles_w,
-                        bool relu) {
+ffi::Error ConvBackward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Buffer dy,
+                        F32Result dx, F32Result du, int64_t pad_top, int64_t pad_left,
+                        int64_t tiles_h, int64_t tiles_w, bool relu) {
   swcnn::ConvShape s;
   ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), dy.dimensions(), pad_top,
                                 pad_left, tiles_h, tiles_w, &s);
@@ -111,9 +112,10 @@ ffi::Error ConvBackward(ffi::ThreadPool pool, F32Buffer x, F32Buffer u, F32Buffe
   });
 }
 
-ffi::Error SparseConvForward(ffi::ThreadPool pool, F32Buffer x, ffi::Buffer<ffi::S32> mask, F32Buffer values,
-                             F32Result y, int64_t pad_top, int64_t pad_left, int64_t tiles_h,
-                             int64_t tiles_w, bool relu, int64_t mode) {
+ffi::Error SparseConvForward(ffi::ThreadPool pool, F32Buffer x, ffi::Buffer<ffi::S32> mask,
+                             F32Buffer values, F32Result y, int64_t pad_top,
+                             int64_t pad_left, int64_t tiles_h, int64_t tiles_w, bool relu,
+                             int64_t mode) {
   swcnn::ConvShape s;
   ffi::Error error = sparse_conv_shape(x.dimensions(), mask.dimensions(), values.dimensions(),
                                        y->dimensions(), pad_top, pad_left, tiles_h, tiles_w, &s);
