@@ -11,6 +11,7 @@ hits both; the ratio is of median images/s. Benchmarks are not tests: they
 report.
 
     KERAS_BACKEND=tensorflow python benchmarks/fit_benchmark.py [--widths 16,32] [--repeats 3]
+        [--dtype-policy mixed_bfloat16]
 """
 
 import argparse
@@ -61,12 +62,15 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=2048, help="images per timed epoch")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype-policy", default="float32",
+                        help="Keras dtype policy for both models, e.g. mixed_bfloat16")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    keras.config.set_dtype_policy(args.dtype_policy)
 
     backend = keras.backend.backend()
     print(f"backend={backend} machine={platform.machine()} cpus={os.cpu_count()} "
-          f"batch={args.batch} samples={args.samples} "
+          f"batch={args.batch} samples={args.samples} policy={args.dtype_policy} "
           f"winograd implementation={build_info()['implementation']}")
     rng = np.random.default_rng(0)
     x = rng.random((args.samples, 28, 28, 1), dtype=np.float32)

@@ -1,20 +1,27 @@
-"""GPU benchmark (JAX): cuDNN conv vs the reference and native Winograd-ReLU paths.
+"""GPU benchmark (JAX): cuDNN conv vs the native Winograd-ReLU layer, in each precision.
 
 For the ResNet-18-var layer shapes at the given batch sizes, prints the median
-time of forward and forward+backward for:
-  cudnn       jax.lax.conv_general_dilated, default precision (TF32 on Ampere+)
-  cudnn-fp32  the same with Precision.HIGHEST (full float32, the fair baseline
-              for the native path, which computes its products in float32)
-  reference   keras_swcnn's keras.ops path
-  native      keras_swcnn's CUDA custom calls + cuBLAS batched products
-with ratios to cudnn-fp32, effective TFLOP/s (direct-conv FLOPs / time), and
-each native transform's achieved GB/s against the copy bandwidth measured in
-the same run. Benchmarks report; they do not assert.
+time of forward and forward+backward (w.r.t. input and kernel) for:
+  cudnn        jax.lax.conv_general_dilated at default precision (TF32 tensor
+               cores on Ampere and newer): what a user's Conv2D runs
+  native       keras_swcnn's CUDA path at default precision: the fused
+               tensor-core forward (TF32), the backward's dots in TF32
+  cudnn-fp32   cuDNN at Precision.HIGHEST (float32-accurate)
+  native-fp32  native under jax.default_matmul_precision("highest"): the
+               forward's three-pass TF32, the backward's dots at HIGHEST
+  cudnn-bf16   cuDNN on bfloat16 input and weights (what mixed_bfloat16 runs)
+  native-bf16  native on bfloat16 (bfloat16 tensor-core products)
+  reference    keras_swcnn's keras.ops path (with --reference)
+with the ratios native/cudnn for each pair. With --transforms, each native
+transform's achieved GB/s against the copy bandwidth measured in the same
+run. --markdown writes the table for docs/gpu.md. Benchmarks report; they do
+not assert.
 
     KERAS_BACKEND=jax python benchmarks/gpu_benchmark.py --batches 64,256 --json out.json
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -28,6 +35,9 @@ from keras_swcnn.benchmark import RESNET18_SHAPES
 from keras_swcnn.ops import jax_native, reference
 
 HIGHEST = jax.lax.Precision.HIGHEST
+
+#: (native path, its cuDNN baseline): the ratios the table reports.
+PAIRS = (("native", "cudnn"), ("native-fp32", "cudnn-fp32"), ("native-bf16", "cudnn-bf16"))
 
 
 def median_seconds(fn, *args, repeats=20, warmup=3):
@@ -62,14 +72,27 @@ def conv_fn(precision):
     return forward
 
 
-def paths():
-    native = lambda x, u: jax_native.winograd_conv2d(x, u, "same", "relu")  # noqa: E731
-    ref = lambda x, u: reference.winograd_conv2d(x, u, "same", "relu")  # noqa: E731
-    return {"cudnn": conv_fn(None), "cudnn-fp32": conv_fn(HIGHEST), "reference": ref,
-            "native": native}
+def native_fn(x, u):
+    return jax_native.winograd_conv2d(x, u, "same", "relu")
 
 
-def bench_shape(batch, h, w, c, k, repeats):
+def paths(with_reference):
+    """{name: (function, dtype, JAX matmul precision to trace it under)}."""
+    found = {
+        "cudnn": (conv_fn(None), jnp.float32, None),
+        "native": (native_fn, jnp.float32, None),
+        "cudnn-fp32": (conv_fn(HIGHEST), jnp.float32, None),
+        "native-fp32": (native_fn, jnp.float32, "highest"),
+        "cudnn-bf16": (conv_fn(None), jnp.bfloat16, None),
+        "native-bf16": (native_fn, jnp.bfloat16, None),
+    }
+    if with_reference:
+        found["reference"] = (lambda x, u: reference.winograd_conv2d(x, u, "same", "relu"),
+                              jnp.float32, "highest")
+    return found
+
+
+def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=False):
     key = jax.random.PRNGKey(batch + h + c)
     x = jax.random.normal(key, (batch, h, w, c), jnp.float32)
     g = jax.random.normal(key, (3, 3, c, k), jnp.float32) * 0.05
@@ -77,15 +100,26 @@ def bench_shape(batch, h, w, c, k, repeats):
     dy = jax.random.normal(key, (batch, h, w, k), jnp.float32)
     flops = 2 * 9 * batch * h * w * c * k
     row = {"batch": batch, "shape": f"{h}x{w}x{c}->{k}", "direct_conv_GFLOP": flops / 1e9}
-    for name, fn in paths().items():
-        weights = g if name.startswith("cudnn") else u
+    for name, (fn, dtype, precision) in paths(with_reference).items():
+        weights = (g if name.startswith("cudnn") else u).astype(dtype)
         fwd = jax.jit(fn)
         # dy is an argument, not a closure: a captured array becomes an XLA
         # constant, and constant folding it costs seconds of compile time.
-        bwd = jax.jit(jax.grad(lambda x, w, dy, fn=fn: jnp.sum(fn(x, w) * dy), argnums=(0, 1)))
-        row[f"{name} fwd ms"] = 1e3 * median_seconds(fwd, x, weights, repeats=repeats)
-        row[f"{name} fwd+bwd ms"] = 1e3 * median_seconds(bwd, x, weights, dy, repeats=repeats)
-    # The native transforms alone, against the bytes they must move.
+        bwd = jax.jit(jax.grad(
+            lambda x, w, dy, fn=fn: jnp.sum((fn(x, w) * dy).astype(jnp.float32)), argnums=(0, 1)))
+        # The precision is read when the functions are traced (their first call).
+        with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
+            row[f"{name} fwd ms"] = 1e3 * median_seconds(fwd, x.astype(dtype), weights,
+                                                         repeats=repeats)
+            row[f"{name} fwd+bwd ms"] = 1e3 * median_seconds(
+                bwd, x.astype(dtype), weights, dy.astype(dtype), repeats=repeats)
+    if transforms:
+        row.update(transform_times(x, u, batch, h, w, c, k, repeats))
+    return row
+
+
+def transform_times(x, u, batch, h, w, c, k, repeats):
+    """The composed path's pieces alone, against the bytes they must move."""
     geo = winograd.tile_geometry(h, w, "same")
     tiles = batch * geo.tiles_h * geo.tiles_w
     it = jax.jit(lambda x: jax_native._input_transform(x, geo, True))
@@ -96,50 +130,71 @@ def bench_shape(batch, h, w, c, k, repeats):
     t_in = median_seconds(it, x, repeats=repeats)
     t_out = median_seconds(ot, m, repeats=repeats)
     t_mm = median_seconds(mm, v, u, repeats=repeats)
-    row["input transform ms"] = 1e3 * t_in
-    row["input transform GBps"] = 4 * (x.size + 16 * tiles * c) / t_in / 1e9
-    row["output transform ms"] = 1e3 * t_out
-    row["output transform GBps"] = 4 * (16 * tiles * k + batch * h * w * k) / t_out / 1e9
-    row["batched product ms"] = 1e3 * t_mm
-    row["batched product TFLOPs"] = 2 * 16 * tiles * c * k / t_mm / 1e12
-    return row
+    return {
+        "input transform ms": 1e3 * t_in,
+        "input transform GBps": 4 * (x.size + 16 * tiles * c) / t_in / 1e9,
+        "output transform ms": 1e3 * t_out,
+        "output transform GBps": 4 * (16 * tiles * k + batch * h * w * k) / t_out / 1e9,
+        "batched product ms": 1e3 * t_mm,
+        "batched product TFLOPs": 2 * 16 * tiles * c * k / t_mm / 1e12,
+    }
+
+
+def table_rows(rows):
+    """One line per (batch, shape, mode): the times and each pair's ratio."""
+    lines = []
+    for r in rows:
+        for mode in ("fwd", "fwd+bwd"):
+            times = {name: r[f"{name} {mode} ms"] for name in
+                     ("cudnn", "native", "cudnn-fp32", "native-fp32", "cudnn-bf16", "native-bf16")}
+            ratios = [times[a] / times[b] for a, b in PAIRS]
+            lines.append((r["batch"], r["shape"], mode, times, ratios))
+    return lines
 
 
 def print_table(rows, ceiling):
     print(f"\nceilings: copy {ceiling['copy_GBps']:.0f} GB/s, matmul fp32 "
           f"{ceiling['matmul_fp32_TFLOPs']:.1f} TFLOP/s, tf32 {ceiling['matmul_tf32_TFLOPs']:.1f} TFLOP/s")
-    head = (f"{'batch':>5} {'shape':>16} | {'mode':>7} | {'cudnn':>7} {'cudnn32':>7} "
-            f"{'ref':>7} {'native':>7} | {'nat/c32':>7} {'nat/cud':>7} {'ref/c32':>7} | {'nat TF/s':>8}")
-    print(head)
-    for r in rows:
-        for mode, key in (("fwd", "fwd ms"), ("fwd+bwd", "fwd+bwd ms")):
-            t = {p: r[f"{p} {key}"] for p in ("cudnn", "cudnn-fp32", "reference", "native")}
-            work = r["direct_conv_GFLOP"] * (1 if mode == "fwd" else 3)
-            print(f"{r['batch']:>5} {r['shape']:>16} | {mode:>7} | {t['cudnn']:7.3f} "
-                  f"{t['cudnn-fp32']:7.3f} {t['reference']:7.3f} {t['native']:7.3f} | "
-                  f"{t['native'] / t['cudnn-fp32']:7.2f} {t['native'] / t['cudnn']:7.2f} "
-                  f"{t['reference'] / t['cudnn-fp32']:7.2f} | {work / t['native']:8.1f}")
-        print(f"{'':>24} transforms: input {r['input transform ms']:.3f} ms "
-              f"({r['input transform GBps']:.0f} GB/s = {r['input transform GBps'] / ceiling['copy_GBps']:.0%} of copy), "
-              f"output {r['output transform ms']:.3f} ms ({r['output transform GBps']:.0f} GB/s = "
-              f"{r['output transform GBps'] / ceiling['copy_GBps']:.0%}), product {r['batched product ms']:.3f} ms "
-              f"({r['batched product TFLOPs']:.1f} TFLOP/s)")
+    print(f"{'batch':>5} {'shape':>16} {'mode':>7} | {'cudnn':>7} {'native':>7} {'c-fp32':>7} "
+          f"{'n-fp32':>7} {'c-bf16':>7} {'n-bf16':>7} | {'tf32':>5} {'fp32':>5} {'bf16':>5}")
+    for batch, shape, mode, t, ratios in table_rows(rows):
+        print(f"{batch:>5} {shape:>16} {mode:>7} | " + " ".join(f"{v:7.3f}" for v in t.values())
+              + " | " + " ".join(f"{q:5.2f}" for q in ratios))
+
+
+def markdown_table(rows):
+    """The table of docs/gpu.md: times in ms and the native/cuDNN ratio of each precision."""
+    out = ["| batch | shape | mode | cuDNN | native | ratio | cuDNN fp32 | native fp32 | ratio "
+           "| cuDNN bf16 | native bf16 | ratio |", "|" + "---|" * 12]
+    for batch, shape, mode, t, (tf32, fp32, bf16) in table_rows(rows):
+        out.append(f"| {batch} | {shape} | {mode} | {t['cudnn']:.3f} | {t['native']:.3f} | "
+                   f"**{tf32:.2f}** | {t['cudnn-fp32']:.3f} | {t['native-fp32']:.3f} | {fp32:.2f} | "
+                   f"{t['cudnn-bf16']:.3f} | {t['native-bf16']:.3f} | {bf16:.2f} |")
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="64,256")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--reference", action="store_true", help="also time the keras.ops path")
+    parser.add_argument("--transforms", action="store_true",
+                        help="also time the composed path's transforms and product alone")
     parser.add_argument("--json")
+    parser.add_argument("--markdown", help="write the table (markdown) to this file")
     args = parser.parse_args(argv)
     print("devices:", jax.devices())
     ceiling = ceilings()
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
         for h, w, c, k in RESNET18_SHAPES:
-            rows.append(bench_shape(batch, h, w, c, k, args.repeats))
+            rows.append(bench_shape(batch, h, w, c, k, args.repeats, args.reference,
+                                    args.transforms))
             print(json.dumps(rows[-1]), flush=True)
     print_table(rows, ceiling)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"{jax.devices()[0].device_kind}\n\n" + markdown_table(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": str(jax.devices()[0]), "ceilings": ceiling, "rows": rows}, f, indent=1)

@@ -6,7 +6,7 @@
 # nanobind and pytest, and no network. If Keras is missing, its wheels are
 # installed from $SWCNN_WHEELS (default .device/wheels: keras, namex, optree).
 # Logs and the benchmark JSON go to $OUT (default /tmp/swcnn-gpu-check).
-# Finishes in about 5 minutes on an H100/H200.
+# Finishes in about 5 minutes on an H100/H200 (each phase has a time limit).
 #
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -31,19 +31,34 @@ if ! { cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWCNN_CUDA=
   tail -40 "$OUT/build.log"
   exit 1
 fi
-grep -E "Compiling entry|Used [0-9]+ registers" "$OUT/build.log" | grep -A1 "sm_90" | head -16
+grep -E "Compiling entry|Used [0-9]+ registers|spill" "$OUT/build.log" | grep -A2 "sm_90" |
+  grep -E "Used|spill" | head -24
 cp build/gpu/_native*.so keras_swcnn/
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 "$PY" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"
 
-elapsed "tests"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_native_ops.py \
-  tests/test_reference_ops.py tests/test_layer.py 2>&1 | tee "$OUT/tests.log" | tail -12
+elapsed "GPU tests"
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 |
+  tee "$OUT/tests.log" | tail -15
 tests_status=${PIPESTATUS[0]}
 
 elapsed "benchmark"
-"$PY" benchmarks/gpu_benchmark.py --batches 64,256 --json "$OUT/gpu_benchmark.json" 2>&1 |
+timeout 200 "$PY" benchmarks/gpu_benchmark.py --batches 64,256 --repeats "${REPEATS:-10}" \
+  --json "$OUT/gpu_benchmark.json" --markdown "$OUT/gpu_table.md" 2>&1 |
   grep -v "^{" | tee "$OUT/benchmark.log"
+
+elapsed "fit: ResNet18 small, width 64, Winograd vs spatial"
+for policy in float32 mixed_bfloat16; do
+  timeout 90 "$PY" benchmarks/fit_benchmark.py --widths 64 --samples 16384 --batch 128 \
+    --repeats 2 --dtype-policy "$policy" 2>&1 | grep -E "^(backend|width)|Error" | tee -a "$OUT/fit.log"
+done
+
+elapsed "parity suites on the GPU"
+# They compare with float32 at 1e-5: float32-accurate products (test_gpu.py
+# sets each precision itself).
+JAX_DEFAULT_MATMUL_PRECISION=highest timeout 120 "$PY" -m pytest -q -p no:cacheprovider \
+  tests/test_native_ops.py tests/test_layer.py 2>&1 | tee -a "$OUT/tests.log" | tail -6
+[ "${PIPESTATUS[0]}" = 0 ] || tests_status=1
 elapsed "done; tests exit status $tests_status"
 exit "$tests_status"

@@ -1,8 +1,10 @@
 """GPU checks (JAX on an NVIDIA GPU with the CUDA extension); skipped elsewhere.
 
 The parity tests of test_native_ops.py run on the GPU too when JAX's default
-backend is a GPU; these add what only a GPU run can show: that the CUDA
-custom calls are the ones executed, and parity at full ResNet-18 layer sizes.
+backend is a GPU (benchmarks/gpu_check.sh runs them with float32-accurate
+products); these add what only a GPU run can show: that the CUDA custom calls
+are the ones executed, the fused tensor-core forward in each precision against
+float64 numpy on awkward shapes, and parity at full ResNet-18 layer sizes.
 """
 
 import numpy as np
@@ -16,6 +18,7 @@ from numpy_reference import conv, rel_error
 
 if BACKEND == "jax":
     import jax
+    import jax.numpy as jnp
 
     ON_GPU = jax.default_backend() in ("gpu", "cuda")
 else:
@@ -30,29 +33,117 @@ def test_cuda_extension_is_loaded_and_used(rng):
     x = random_normal(rng, (2, 9, 7, 5))
     u = random_normal(rng, (4, 4, 5, 3))
     fn = jax.jit(lambda x, u: wops.winograd_conv2d(x, u, implementation="native"))
-    hlo = fn.lower(x, u).as_text()
-    assert "swcnn_input_transform" in hlo and "swcnn_output_transform" in hlo
-    y = fn(x, u)
+    assert "swcnn_conv_forward_cuda" in fn.lower(x, u).as_text()
+    grad = jax.jit(jax.grad(
+        lambda x, u: wops.winograd_conv2d(x, u, implementation="native").sum(), (0, 1)))
+    hlo = grad.lower(x, u).as_text()
+    assert "swcnn_input_transform" in hlo and "swcnn_output_transform_backward" in hlo
+    with jax.default_matmul_precision("highest"):
+        y = fn(x, u)
     assert y.devices().pop().platform == "gpu"
     assert rel_error(np.asarray(y), conv(x, u)) < 1e-5
 
 
+# Awkward shapes for the fused forward's blocks (32 tiles x 32 filters, 16
+# channels per step): channels, filters and tile counts that are not
+# multiples, odd image sizes, both paddings, and ResNet-18 layer sizes.
+FUSED_CASES = [
+    (2, 9, 7, 5, 3, "same"),
+    (3, 15, 13, 40, 24, "same"),
+    (1, 8, 8, 16, 32, "valid"),
+    (5, 7, 11, 33, 65, "valid"),
+    (1, 3, 3, 1, 1, "same"),
+    (8, 56, 56, 64, 64, "same"),
+    (4, 14, 14, 256, 512, "same"),
+]
+
+# (dtype, JAX matmul precision, largest relative error against float64 numpy).
+# TF32 rounds each product's operands to 10 mantissa bits; bfloat16/float16
+# round x, u and the transformed tiles to their type, and y on the way out.
+PRECISIONS = [
+    ("float32", None, 2e-3),
+    ("float32", "highest", 1e-5),
+    ("bfloat16", None, 2e-2),
+    ("float16", None, 3e-3),
+]
+
+
+@pytest.mark.parametrize("dtype,precision,tolerance", PRECISIONS)
+@pytest.mark.parametrize("case", FUSED_CASES)
+@pytest.mark.parametrize("relu", [True, False])
+def test_fused_forward_matches_float64(rng, case, dtype, precision, tolerance, relu):
+    n, h, w, c, k, padding = case
+    x = jnp.asarray(random_normal(rng, (n, h, w, c)), dtype)
+    u = jnp.asarray(random_normal(rng, (4, 4, c, k)) / np.sqrt(16 * c), dtype)
+    activation = "relu" if relu else None
+    fn = jax.jit(lambda x, u: wops.winograd_conv2d(
+        x, u, padding, activation, implementation="native"))
+    with jax.default_matmul_precision(precision):
+        y = fn(x, u)
+    assert y.dtype == x.dtype
+    # The reference sees the same (rounded) inputs, in float64.
+    expected = conv(np.asarray(x, np.float64), np.asarray(u, np.float64), padding, relu)
+    assert rel_error(np.asarray(y, np.float64), expected) < tolerance
+
+
+def test_fused_forward_propagates_nan(rng):
+    x = random_normal(rng, (1, 6, 6, 3))
+    x[0, 2, 3, 1] = np.nan
+    u = random_normal(rng, (4, 4, 3, 2))
+    y = np.asarray(wops.winograd_conv2d(x, u, implementation="native"))
+    assert np.isnan(y[0, 1:5, 2:6]).any() and np.isfinite(y[0, 5, 0]).all()
+
+
+def test_fused_forward_refuses_mismatched_dtypes(rng):
+    from keras_swcnn.ops import jax_native
+
+    x = jnp.asarray(random_normal(rng, (1, 6, 6, 3)), jnp.bfloat16)
+    u = jnp.asarray(random_normal(rng, (16, 3, 2)), jnp.float32)
+    geometry = jax_native.nhwc_geometry(x.shape, "same")
+    with pytest.raises(Exception, match="same dtype"):
+        jax_native._call("swcnn_conv_forward_cuda", (1, 6, 6, 2), x, u, dtype=x.dtype,
+                         products=0, **jax_native._tile_attributes(geometry, True))
+
+
 @pytest.mark.parametrize("shape", [(8, 56, 56, 64, 64), (4, 14, 14, 512, 512), (3, 15, 13, 40, 24)])
-def test_parity_at_layer_sizes(rng, shape):
+@pytest.mark.parametrize("precision,tolerance", [("highest", 1e-5), (None, 2e-3)])
+def test_parity_at_layer_sizes(rng, shape, precision, tolerance):
     n, h, w, c, k = shape
     x = random_normal(rng, (n, h, w, c))
     u = random_normal(rng, (4, 4, c, k)) / np.sqrt(16 * c)
-    y = np.asarray(wops.winograd_conv2d(x, u, implementation="native"))
-    assert rel_error(y, conv(x, u)) < 1e-5
-    dy = random_normal(rng, y.shape)
-    dx, du = jax.grad(
-        lambda x, u: (wops.winograd_conv2d(x, u, implementation="native") * dy).sum(), (0, 1)
-    )(x, u)
-    rx, ru = jax.grad(
-        lambda x, u: (wops.winograd_conv2d(x, u, implementation="reference") * dy).sum(), (0, 1)
-    )(x, u)
-    assert rel_error(np.asarray(dx), np.asarray(rx)) < 1e-5
-    assert rel_error(np.asarray(du), np.asarray(ru)) < 1e-5
+    dy = random_normal(rng, (n, h, w, k))
+
+    def grads(implementation):
+        return jax.grad(lambda x, u: (wops.winograd_conv2d(
+            x, u, implementation=implementation) * dy).sum(), (0, 1))(x, u)
+
+    with jax.default_matmul_precision(precision):
+        y = np.asarray(wops.winograd_conv2d(x, u, implementation="native"))
+        dx, du = grads("native")
+    with jax.default_matmul_precision("highest"):
+        rx, ru = grads("reference")
+    assert rel_error(y, conv(x, u)) < tolerance
+    assert rel_error(np.asarray(dx), np.asarray(rx)) < tolerance
+    assert rel_error(np.asarray(du), np.asarray(ru)) < tolerance
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_gradients(rng, dtype):
+    x = random_normal(rng, (2, 10, 9, 24))
+    u = random_normal(rng, (4, 4, 24, 40)) / np.sqrt(16 * 24)
+    dy = random_normal(rng, (2, 10, 9, 40))
+
+    def loss(x, u):
+        y = wops.winograd_conv2d(x.astype(dtype), u.astype(dtype), implementation="native")
+        return (y.astype(jnp.float32) * dy).sum()
+
+    dx, du = jax.grad(loss, (0, 1))(x, u)
+    with jax.default_matmul_precision("highest"):
+        rx, ru = jax.grad(lambda x, u: (wops.winograd_conv2d(
+            x, u, implementation="reference") * dy).sum(), (0, 1))(x, u)
+    assert dx.dtype == jnp.float32 and du.dtype == jnp.float32
+    assert rel_error(np.asarray(dx), np.asarray(rx)) < 3e-2
+    assert rel_error(np.asarray(du), np.asarray(ru)) < 3e-2
 
 
 def test_training_steps_on_gpu(rng):

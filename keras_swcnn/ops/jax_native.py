@@ -6,15 +6,24 @@ imported only when JAX's default backend is a GPU) are registered with
 ``jax.ffi.register_ffi_target`` on first use and called with
 ``jax.ffi.ffi_call``. On the CPU the convolution is one fused call forward
 and one backward (``native/cpu/conv.cc``: no transformed-tile tensor goes
-through memory); on CUDA it is composed of the transform calls and an XLA
-dot for the per-position products. Gradients come from ``jax.custom_vjp``
-with the input and kernel as the only residuals: the backward pass
-recomputes the transformed tiles (additions only), which keeps training
-memory at the level of a plain conv.
+through memory). On CUDA the forward is one fused tensor-core call too
+(``native/cuda/fused_conv.cu``), and the backward is composed of the
+transform calls and XLA dots for the per-position products. Gradients come
+from ``jax.custom_vjp`` with the input and kernel as the only residuals: the
+backward pass recomputes the transformed tiles (additions only), which keeps
+training memory at the level of a plain conv.
 
-Dtype rule: the kernels compute in float32. Other floating inputs
+Precision on GPUs follows JAX's ``jax_default_matmul_precision``, as XLA's
+own dots and cuDNN convolutions do: by default float32 products run on
+tensor cores in TF32 (about 1e-3 relative error); under ``"highest"`` or
+``"float32"`` they are accurate to float32 (the fused forward sums three TF32
+products per term, the backward's dots run at ``Precision.HIGHEST``). CPU
+products are always float32.
+
+Dtype rule: the CPU kernels compute in float32; other floating inputs
 (float16, bfloat16, float64) are cast to float32 and the result is cast back
-to the input's dtype.
+to the input's dtype. On CUDA the forward runs bfloat16 and float16 as they
+are (products in that type, float32 accumulation); the backward casts them.
 
 Example:
     >>> import numpy as np
@@ -93,16 +102,16 @@ def _register():
         _registered = True
 
 
-def _call(target, result_shape, *args, **attributes):
+def _call(target, result_shape, *args, dtype=jnp.float32, **attributes):
     """One FFI call; ``result_shape`` is a shape, or a tuple of shapes for several results."""
     _register()
     attributes = {
         k: (v if isinstance(v, bool) else np.int64(v)) for k, v in attributes.items()
     }
     if result_shape and isinstance(result_shape[0], tuple):
-        result = tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in result_shape)
+        result = tuple(jax.ShapeDtypeStruct(shape, dtype) for shape in result_shape)
     else:
-        result = jax.ShapeDtypeStruct(result_shape, jnp.float32)
+        result = jax.ShapeDtypeStruct(result_shape, dtype)
     # Each call works on one whole NHWC batch; under vmap, run them one by one.
     return jax.ffi.ffi_call(target, result, vmap_method="sequential")(*args, **attributes)
 
@@ -145,15 +154,39 @@ def _positions(kernel):
     return kernel.reshape((16,) + kernel.shape[2:])
 
 
+#: Values of ``jax_default_matmul_precision`` that ask for float32-accurate products.
+FLOAT32_PRECISIONS = ("highest", "float32")
+
+
+def full_float32_products():
+    """Whether float32 products must be float32-accurate (JAX's matmul precision setting).
+
+    Read at trace time, so ``with jax.default_matmul_precision("highest"):``
+    around a call (or ``JAX_DEFAULT_MATMUL_PRECISION=highest``) selects it.
+
+    Example:
+        >>> with jax.default_matmul_precision("highest"):
+        ...     full_float32_products()
+        True
+    """
+    precision = jax.config.jax_default_matmul_precision
+    return str(precision).lower() in FLOAT32_PRECISIONS
+
+
 def _matmul(a, b):
-    # Full float32 products: on GPUs the default precision may round operands
-    # to TF32, which would break parity with the float32 reference.
-    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+    # DEFAULT lets XLA use TF32 on GPUs, as its own dots do; HIGHEST when the
+    # user asked for float32-accurate products (CPU dots are float32 either way).
+    precision = jax.lax.Precision.HIGHEST if full_float32_products() else None
+    return jnp.matmul(a, b, precision=precision)
 
 
-def _fused():
-    """Whether this platform has the fused convolution kernels (the CPU does; CUDA composes)."""
+def _on_cpu():
+    """Whether the CPU kernels run (one fused call forward and one backward)."""
     return jax.default_backend() == "cpu"
+
+
+#: The dtypes the fused CUDA forward takes as they are; others are cast to float32.
+CUDA_FORWARD_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -169,17 +202,17 @@ def _tile_attributes(geometry, relu):
 def _forward_on_device(x, u, options):
     padding, relu = options
     geometry = nhwc_geometry(x.shape, padding)
-    if _fused():
-        shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
+    shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
+    if _on_cpu():
         return _call("swcnn_conv_forward", shape, x, u, **_tile_attributes(geometry, relu))
-    v = _input_transform(x, geometry, relu)
-    return _output_transform(_matmul(v, u), x.shape[0], geometry)
+    return _call("swcnn_conv_forward_cuda", shape, x, u, dtype=x.dtype,
+                 products=int(full_float32_products()), **_tile_attributes(geometry, relu))
 
 
 def _backward_on_device(x, u, dy, options):
     padding, relu = options
     geometry = nhwc_geometry(x.shape, padding)
-    if _fused():
+    if _on_cpu():
         return _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
                      **_tile_attributes(geometry, relu))
     v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
@@ -206,8 +239,10 @@ def _conv_forward(x, kernel, padding, relu):
 
 def _conv_backward(padding, relu, residuals, dy):
     x, kernel = residuals
-    dx, du = _backward(x, _positions(kernel), dy, (padding, relu))
-    return dx, du.reshape(kernel.shape)
+    # The backward kernels take float32 (half precision reaches here on CUDA only).
+    x32, kernel32, dy32 = (a.astype(jnp.float32) for a in (x, kernel, dy))
+    dx, du = _backward(x32, _positions(kernel32), dy32, (padding, relu))
+    return dx.astype(x.dtype), du.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _conv.defvjp(_conv_forward, _conv_backward)
@@ -220,12 +255,23 @@ def _as_float32(x):
     return x.astype(jnp.float32), x.dtype
 
 
+def _compute_dtype(dtype):
+    """The dtype the forward kernel runs in for inputs of ``dtype``."""
+    if not _on_cpu() and jnp.dtype(dtype).name in CUDA_FORWARD_DTYPES:
+        return jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32)
+
+
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``)."""
-    x, dtype = _as_float32(x)
-    kernel, _ = _as_float32(kernel)
-    y = _conv(x, kernel, padding, winograd_activation == "relu")
-    return y.astype(dtype)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype}.")
+    _as_float32(kernel)  # refuses a non-floating kernel
+    compute = _compute_dtype(x.dtype)
+    y = _conv(x.astype(compute), jnp.asarray(kernel).astype(compute), padding,
+              winograd_activation == "relu")
+    return y.astype(x.dtype)
 
 
 def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation="relu",
@@ -240,7 +286,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
     values = jnp.asarray(values, jnp.float32)
     nhwc_geometry(x.shape, padding)  # refuses a bad rank or size before any partitioning
     relu = winograd_activation == "relu"
-    if not _fused():
+    if not _on_cpu():
         from keras_swcnn import sparse_format
 
         kernel = sparse_format.expand(mask, values, x.shape[-1])

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "ffi_shapes.h"
+#include "swcnn/cuda_conv.h"
 #include "swcnn/cuda_transforms.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -67,7 +68,48 @@ ffi::Error OutputTransformBackward(cudaStream_t stream, F32Buffer dy, F32Result 
       swcnn::output_transform_backward_cuda(dy.typed_data(), s, dm->typed_data(), stream));
 }
 
+// The fused forward for float32, bfloat16 or float16: x, u and y share the
+// type. `products` picks how float32 products run (swcnn::Float32Products).
+ffi::Error ConvForward(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer u,
+                       ffi::Result<ffi::AnyBuffer> y, int64_t pad_top, int64_t pad_left,
+                       int64_t tiles_h, int64_t tiles_w, bool relu, int64_t products) {
+  swcnn::ConvShape s;
+  ffi::Error error = conv_shape(x.dimensions(), u.dimensions(), y->dimensions(), pad_top,
+                                pad_left, tiles_h, tiles_w, &s);
+  if (error.failure()) return error;
+  const ffi::DataType type = x.element_type();
+  if (u.element_type() != type || y->element_type() != type)
+    return invalid("input, kernel and output must have the same dtype");
+  if (products != 0 && products != 1)
+    return invalid("products must be 0 (TF32) or 1 (three-pass TF32)");
+  switch (type) {
+    case ffi::DataType::F32:
+      return status(swcnn::conv_forward_cuda(
+          x.typed_data<float>(), u.typed_data<float>(), s, relu,
+          static_cast<swcnn::Float32Products>(products), y->typed_data<float>(), stream));
+    case ffi::DataType::BF16:
+      return status(swcnn::conv_forward_cuda_bf16(x.typed_data<uint16_t>(),
+                                                  u.typed_data<uint16_t>(), s, relu,
+                                                  y->typed_data<uint16_t>(), stream));
+    case ffi::DataType::F16:
+      return status(swcnn::conv_forward_cuda_f16(x.typed_data<uint16_t>(),
+                                                 u.typed_data<uint16_t>(), s, relu,
+                                                 y->typed_data<uint16_t>(), stream));
+    default:
+      return invalid("the fused CUDA convolution supports float32, bfloat16 and float16");
+  }
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    SwcnnConvForwardCuda, ConvForward,
+    input_transform_attributes(ffi::Ffi::Bind()
+                                   .Ctx<Stream>()
+                                   .Arg<ffi::AnyBuffer>()
+                                   .Arg<ffi::AnyBuffer>()
+                                   .Ret<ffi::AnyBuffer>())
+        .Attr<int64_t>("products"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     SwcnnInputTransformCuda, InputTransform,

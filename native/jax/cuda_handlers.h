@@ -4,6 +4,7 @@
 #include "xla/ffi/api/c_api.h"
 
 extern "C" {
+XLA_FFI_Error* SwcnnConvForwardCuda(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnInputTransformCuda(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnInputTransformBackwardCuda(XLA_FFI_CallFrame* call_frame);
 XLA_FFI_Error* SwcnnOutputTransformCuda(XLA_FFI_CallFrame* call_frame);

@@ -31,7 +31,7 @@ struct ConvShape {
   int64_t batch = 0, height = 0, width = 0, in_channels = 0, out_channels = 0;
   int64_t pad_top = 0, pad_left = 0, tiles_h = 0, tiles_w = 0, out_h = 0, out_w = 0;
 
-  int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
+  SWCNN_HOST_DEVICE int64_t num_tiles() const { return batch * tiles_h * tiles_w; }
   InputTransformShape input() const {
     return {batch, height, width, in_channels, pad_top, pad_left, tiles_h, tiles_w};
   }
