@@ -1,7 +1,8 @@
 """GPU benchmark (JAX): cuDNN conv vs the native Winograd-ReLU layer, in each precision.
 
 For the ResNet-18-var layer shapes at the given batch sizes, prints the median
-time of forward and forward+backward (w.r.t. input and kernel) for:
+time of forward and of a training step's forward+backward (the loss's value
+and its gradients w.r.t. input and kernel) for:
   cudnn        jax.lax.conv_general_dilated at default precision (TF32 tensor
                cores on Ampere and newer): what a user's Conv2D runs
   native       keras_swcnn's CUDA path at default precision: the fused
@@ -11,6 +12,8 @@ time of forward and forward+backward (w.r.t. input and kernel) for:
                forward's three-pass TF32, the backward's dots at HIGHEST
   cudnn-bf16   cuDNN on bfloat16 input and weights (what mixed_bfloat16 runs)
   native-bf16  native on bfloat16 (bfloat16 tensor-core products)
+  composed     native at default precision with SWCNN_CUDA_FORWARD=composed:
+               transform kernels around an XLA TF32 dot instead of the fused kernel
   reference    keras_swcnn's keras.ops path (with --reference)
 with the ratios native/cudnn for each pair. With --transforms, each native
 transform's achieved GB/s against the copy bandwidth measured in the same
@@ -23,6 +26,7 @@ not assert.
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import time
 
@@ -85,6 +89,7 @@ def paths(with_reference):
         "native-fp32": (native_fn, jnp.float32, "highest"),
         "cudnn-bf16": (conv_fn(None), jnp.bfloat16, None),
         "native-bf16": (native_fn, jnp.bfloat16, None),
+        "composed": (native_fn, jnp.float32, None),  # SWCNN_CUDA_FORWARD=composed
     }
     if with_reference:
         found["reference"] = (lambda x, u: reference.winograd_conv2d(x, u, "same", "relu"),
@@ -92,7 +97,8 @@ def paths(with_reference):
     return found
 
 
-def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=False):
+def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=False,
+                names=None):
     key = jax.random.PRNGKey(batch + h + c)
     x = jax.random.normal(key, (batch, h, w, c), jnp.float32)
     g = jax.random.normal(key, (3, 3, c, k), jnp.float32) * 0.05
@@ -101,13 +107,18 @@ def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=Fal
     flops = 2 * 9 * batch * h * w * c * k
     row = {"batch": batch, "shape": f"{h}x{w}x{c}->{k}", "direct_conv_GFLOP": flops / 1e9}
     for name, (fn, dtype, precision) in paths(with_reference).items():
+        if names and name not in names:
+            continue
         weights = (g if name.startswith("cudnn") else u).astype(dtype)
         fwd = jax.jit(fn)
-        # dy is an argument, not a closure: a captured array becomes an XLA
-        # constant, and constant folding it costs seconds of compile time.
-        bwd = jax.jit(jax.grad(
+        # A training step's work: the forward's value is used (jax.grad alone
+        # would let XLA drop the forward, which a linear loss's gradient does
+        # not need). dy is an argument, not a closure: a captured array becomes
+        # an XLA constant, and constant folding it costs seconds of compile time.
+        bwd = jax.jit(jax.value_and_grad(
             lambda x, w, dy, fn=fn: jnp.sum((fn(x, w) * dy).astype(jnp.float32)), argnums=(0, 1)))
         # The precision is read when the functions are traced (their first call).
+        os.environ[jax_native.CUDA_FORWARD_VARIABLE] = "composed" if name == "composed" else "fused"
         with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
             row[f"{name} fwd ms"] = 1e3 * median_seconds(fwd, x.astype(dtype), weights,
                                                          repeats=repeats)
@@ -145,9 +156,10 @@ def table_rows(rows):
     lines = []
     for r in rows:
         for mode in ("fwd", "fwd+bwd"):
-            times = {name: r[f"{name} {mode} ms"] for name in
-                     ("cudnn", "native", "cudnn-fp32", "native-fp32", "cudnn-bf16", "native-bf16")}
-            ratios = [times[a] / times[b] for a, b in PAIRS]
+            times = {name: r.get(f"{name} {mode} ms", float("nan")) for name in
+                     ("cudnn", "native", "cudnn-fp32", "native-fp32", "cudnn-bf16", "native-bf16",
+                      "composed")}
+            ratios = [times[a] / times[b] for a, b in PAIRS] + [times["composed"] / times["cudnn"]]
             lines.append((r["batch"], r["shape"], mode, times, ratios))
     return lines
 
@@ -156,7 +168,8 @@ def print_table(rows, ceiling):
     print(f"\nceilings: copy {ceiling['copy_GBps']:.0f} GB/s, matmul fp32 "
           f"{ceiling['matmul_fp32_TFLOPs']:.1f} TFLOP/s, tf32 {ceiling['matmul_tf32_TFLOPs']:.1f} TFLOP/s")
     print(f"{'batch':>5} {'shape':>16} {'mode':>7} | {'cudnn':>7} {'native':>7} {'c-fp32':>7} "
-          f"{'n-fp32':>7} {'c-bf16':>7} {'n-bf16':>7} | {'tf32':>5} {'fp32':>5} {'bf16':>5}")
+          f"{'n-fp32':>7} {'c-bf16':>7} {'n-bf16':>7} {'compos':>7} | {'tf32':>5} {'fp32':>5} {'bf16':>5} "
+          f"{'comp':>5}")
     for batch, shape, mode, t, ratios in table_rows(rows):
         print(f"{batch:>5} {shape:>16} {mode:>7} | " + " ".join(f"{v:7.3f}" for v in t.values())
               + " | " + " ".join(f"{q:5.2f}" for q in ratios))
@@ -164,11 +177,12 @@ def print_table(rows, ceiling):
 
 def markdown_table(rows):
     """The table of docs/gpu.md: times in ms and the native/cuDNN ratio of each precision."""
-    out = ["| batch | shape | mode | cuDNN | native | ratio | cuDNN fp32 | native fp32 | ratio "
-           "| cuDNN bf16 | native bf16 | ratio |", "|" + "---|" * 12]
-    for batch, shape, mode, t, (tf32, fp32, bf16) in table_rows(rows):
+    out = ["| batch | shape | mode | cuDNN | native | ratio | composed | ratio | cuDNN fp32 "
+           "| native fp32 | ratio | cuDNN bf16 | native bf16 | ratio |", "|" + "---|" * 14]
+    for batch, shape, mode, t, (tf32, fp32, bf16, composed) in table_rows(rows):
         out.append(f"| {batch} | {shape} | {mode} | {t['cudnn']:.3f} | {t['native']:.3f} | "
-                   f"**{tf32:.2f}** | {t['cudnn-fp32']:.3f} | {t['native-fp32']:.3f} | {fp32:.2f} | "
+                   f"**{tf32:.2f}** | {t['composed']:.3f} | {composed:.2f} | {t['cudnn-fp32']:.3f} | "
+                   f"{t['native-fp32']:.3f} | {fp32:.2f} | "
                    f"{t['cudnn-bf16']:.3f} | {t['native-bf16']:.3f} | {bf16:.2f} |")
     return "\n".join(out) + "\n"
 
@@ -180,6 +194,7 @@ def main(argv=None):
     parser.add_argument("--reference", action="store_true", help="also time the keras.ops path")
     parser.add_argument("--transforms", action="store_true",
                         help="also time the composed path's transforms and product alone")
+    parser.add_argument("--paths", help="comma-separated subset of the paths to time")
     parser.add_argument("--json")
     parser.add_argument("--markdown", help="write the table (markdown) to this file")
     args = parser.parse_args(argv)
@@ -189,7 +204,7 @@ def main(argv=None):
     for batch in (int(b) for b in args.batches.split(",")):
         for h, w, c, k in RESNET18_SHAPES:
             rows.append(bench_shape(batch, h, w, c, k, args.repeats, args.reference,
-                                    args.transforms))
+                                    args.transforms, args.paths and args.paths.split(",")))
             print(json.dumps(rows[-1]), flush=True)
     print_table(rows, ceiling)
     if args.markdown:

@@ -6,7 +6,10 @@
 # nanobind and pytest, and no network. If Keras is missing, its wheels are
 # installed from $SWCNN_WHEELS (default .device/wheels: keras, namex, optree).
 # Logs and the benchmark JSON go to $OUT (default /tmp/swcnn-gpu-check).
-# Finishes in about 5 minutes on an H100/H200 (each phase has a time limit).
+# Finishes in about 9 minutes on an H100 (each phase has a time limit). For a
+# shorter run: CUDA_ARCHS=native (build for this GPU only), BENCH_PATHS=cudnn,
+# native,... (a subset of gpu_benchmark.py's paths), FIT_POLICIES="" (no fit
+# benchmark), SUITES=0 (no general parity suites), TESTS_LIMIT/BENCH_LIMIT (s).
 #
 #   bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -26,6 +29,7 @@ fi
 
 elapsed "building (SWCNN_CUDA=ON)"
 if ! { cmake -S . -B build/gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWCNN_CUDA=ON \
+         -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-80-real;90-real;90-virtual}" \
          -DPython_EXECUTABLE="$(command -v "$PY")" -DCMAKE_CUDA_FLAGS="-Xptxas=-v" &&
        cmake --build build/gpu -j "$(nproc)"; } > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"
@@ -39,21 +43,23 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 "$PY" -c "import keras_swcnn, json; print(json.dumps(keras_swcnn.build_info()))"
 
 elapsed "GPU tests"
-timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 |
+timeout "${TESTS_LIMIT:-150}" "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 |
   tee "$OUT/tests.log" | tail -15
 tests_status=${PIPESTATUS[0]}
 
 elapsed "benchmark"
-timeout 200 "$PY" benchmarks/gpu_benchmark.py --batches 64,256 --repeats "${REPEATS:-10}" \
+timeout "${BENCH_LIMIT:-200}" "$PY" benchmarks/gpu_benchmark.py --batches 64,256 \
+  --repeats "${REPEATS:-10}" ${BENCH_PATHS:+--paths "$BENCH_PATHS"} \
   --json "$OUT/gpu_benchmark.json" --markdown "$OUT/gpu_table.md" 2>&1 |
   grep -v "^{" | tee "$OUT/benchmark.log"
 
 elapsed "fit: ResNet18 small, width 64, Winograd vs spatial"
-for policy in float32 mixed_bfloat16; do
+for policy in ${FIT_POLICIES-float32 mixed_bfloat16}; do
   timeout 90 "$PY" benchmarks/fit_benchmark.py --widths 64 --samples 16384 --batch 128 \
     --repeats 2 --dtype-policy "$policy" 2>&1 | grep -E "^(backend|width)|Error" | tee -a "$OUT/fit.log"
 done
 
+[ "${SUITES:-1}" = 1 ] || { elapsed "done; tests exit status $tests_status"; exit "$tests_status"; }
 elapsed "parity suites on the GPU"
 # They compare with float32 at 1e-5: float32-accurate products (test_gpu.py
 # sets each precision itself).

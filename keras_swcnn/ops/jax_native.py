@@ -35,6 +35,7 @@ Example:
 """
 
 import functools
+import os
 
 import numpy as np
 import jax
@@ -185,6 +186,20 @@ def _on_cpu():
     return jax.default_backend() == "cpu"
 
 
+#: How the CUDA forward runs: "fused" (one tensor-core kernel) or "composed"
+#: (transform kernels around an XLA dot). Read at trace time from the
+#: environment variable of this name; for benchmarks and comparisons.
+CUDA_FORWARD_VARIABLE = "SWCNN_CUDA_FORWARD"
+
+
+def cuda_forward():
+    """``"fused"`` (the default) or ``"composed"``: how the CUDA forward is built."""
+    choice = os.environ.get(CUDA_FORWARD_VARIABLE, "fused")
+    if choice not in ("fused", "composed"):
+        raise ValueError(f"{CUDA_FORWARD_VARIABLE}={choice!r}: expected 'fused' or 'composed'.")
+    return choice
+
+
 #: The dtypes the fused CUDA forward takes as they are; others are cast to float32.
 CUDA_FORWARD_DTYPES = ("float32", "bfloat16", "float16")
 
@@ -205,6 +220,10 @@ def _forward_on_device(x, u, options):
     shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
     if _on_cpu():
         return _call("swcnn_conv_forward", shape, x, u, **_tile_attributes(geometry, relu))
+    if cuda_forward() == "composed":
+        v = _input_transform(x.astype(jnp.float32), geometry, relu)
+        y = _output_transform(_matmul(v, u.astype(jnp.float32)), x.shape[0], geometry)
+        return y.astype(x.dtype)
     return _call("swcnn_conv_forward_cuda", shape, x, u, dtype=x.dtype,
                  products=int(full_float32_products()), **_tile_attributes(geometry, relu))
 

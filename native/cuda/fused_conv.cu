@@ -70,10 +70,18 @@ using F16 = Operands<__half, __half, 16, 1>;
 
 constexpr int kMStride = kFilters + 4;  // M (float): [16][kTiles][kMStride]
 
-template <typename Op>
+// float32 input patches are staged in shared memory by asynchronous copies:
+// [kTiles][16 pixels][kChunk] with each tile's stride padded by 16 floats, so
+// the two half-warps (two tiles) read different banks.
+constexpr int kPatchStride = 16 * kChunk + 16;
+template <typename T>
+constexpr bool kAsyncCopies = std::is_same_v<T, float>;
+
+template <typename T, typename Op>
 constexpr size_t shared_bytes() {
-  const size_t operands = sizeof(typename Op::Storage) * 16 *
-                          (kTiles * Op::kVStride + kChunk * Op::kUStride);
+  const size_t operands =
+      sizeof(typename Op::Storage) * 16 * (kTiles * Op::kVStride + kChunk * Op::kUStride) +
+      (kAsyncCopies<T> ? sizeof(float) * kTiles * kPatchStride : 0);
   const size_t products = sizeof(float) * 16 * kTiles * kMStride;
   return operands > products ? operands : products;
 }
@@ -158,6 +166,86 @@ __device__ __forceinline__ TilePatch tile_patch(const ConvShape& s, int64_t p) {
   return patch;
 }
 
+// Asynchronous 4-byte copy global -> shared (sm_80+), zero-filled when
+// `valid` is false (nothing is read then): the copy needs no register and
+// runs while the thread goes on.
+__device__ __forceinline__ void copy_async_or_zero(float* shared_dst, const float* global_src,
+                                                   bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(shared_dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(global_src),
+               "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void copy_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+__device__ __forceinline__ void copy_async_wait() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
+// Copies rows [c0, c0 + kChunk) of u[t] for the block's filters into u_block
+// ([16][kChunk][kUStride]), zeros past C and K. Each thread takes filter
+// `lane_k` of channels c0 + lane_r + kWarps * h of every position. float32
+// goes by asynchronous copies, to be waited for before the products; half
+// types are converted on the way, through registers.
+template <typename T, typename Op>
+__device__ __forceinline__ void stage_kernel_chunk(const T* __restrict__ u, int64_t C, int64_t K,
+                                                   int64_t c0, int64_t filter, bool filter_valid,
+                                                   int lane_r, int lane_k,
+                                                   typename Op::Storage* u_block) {
+  static_assert(kChunk % kWarps == 0, "each thread copies whole channels of a chunk");
+  constexpr int kRowsPerThread = kChunk / kWarps;
+  const T* base = u + (c0 + lane_r) * K + filter;  // position 0, first channel
+  const int64_t plane = C * K;                      // one position of u
+#pragma unroll
+  for (int h = 0; h < kRowsPerThread; ++h) {
+    const int offset = lane_r + kWarps * h;
+    const bool inside = filter_valid && c0 + offset < C;
+    typename Op::Storage* target = u_block + offset * Op::kUStride + lane_k;
+#pragma unroll 8
+    for (int t = 0; t < 16; ++t) {
+      const T* source = inside ? base + t * plane + kWarps * h * K : u;
+      if constexpr (std::is_same_v<T, float>) {
+        copy_async_or_zero(target + t * kChunk * Op::kUStride, source, inside);
+      } else {
+        target[t * kChunk * Op::kUStride] =
+            from_float<typename Op::Storage>(inside ? to_float(*source) : 0.0f);
+      }
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) copy_async_commit();
+}
+
+constexpr int kTilesPerThread = kTiles / kTileThreads;
+
+// Copies channel `channel` of this thread's tiles' 4x4 input patches into its
+// own slots of the patch buffer (zeros outside the image, past C and past the
+// last tile). Only this thread reads those slots, so no barrier is needed
+// between the copy, its wait and the transform.
+__device__ __forceinline__ void stage_patches(const float* __restrict__ x, const ConvShape& s,
+                                              const TilePatch (&patches)[kTilesPerThread],
+                                              int64_t channel, float* own_slots) {
+  const int64_t C = s.in_channels, row_stride = s.width * C;
+  // Copies are issued, not waited for: loops, not unrolled code, keep the
+  // addresses out of registers the accumulators need.
+#pragma unroll
+  for (int i = 0; i < kTilesPerThread; ++i) {
+    const TilePatch& patch = patches[i];
+    const bool tile_valid = patch.valid && channel < C;
+    const float* row_start = x + patch.image_offset + (patch.row * s.width + patch.col) * C + channel;
+    float* slots = own_slots + i * kTileThreads * kPatchStride;
+#pragma unroll 1
+    for (int r = 0; r < 4; ++r, row_start += row_stride, slots += 4 * kChunk) {
+      const bool row_valid = tile_valid && patch.row + r >= 0 && patch.row + r < s.height;
+#pragma unroll
+      for (int col = 0; col < 4; ++col) {
+        const bool inside = row_valid && patch.col + col >= 0 && patch.col + col < s.width;
+        copy_async_or_zero(slots + col * kChunk, inside ? row_start + col * C : x, inside);
+      }
+    }
+  }
+  copy_async_commit();
+}
+
 template <typename T, typename Op>
 __global__ void __launch_bounds__(kThreads, 2)
     fused_forward_kernel(const T* __restrict__ x, const T* __restrict__ u, ConvShape s,
@@ -167,6 +255,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   Storage* v_block = reinterpret_cast<Storage*>(shared);
   Storage* u_block = v_block + 16 * kTiles * Op::kVStride;
   float* m_block = reinterpret_cast<float*>(shared);  // after the last chunk
+  float* patch_block = reinterpret_cast<float*>(u_block + 16 * kChunk * Op::kUStride);
 
   const int64_t C = s.in_channels, K = s.out_channels;
   const int64_t first_tile = int64_t(blockIdx.x) * kTiles;
@@ -175,9 +264,9 @@ __global__ void __launch_bounds__(kThreads, 2)
 
   // This thread transforms channel `lane_c` of tiles `lane_t + kTileThreads * i`.
   const int lane_c = threadIdx.x % kChunk, lane_t = threadIdx.x / kChunk;
-  TilePatch patches[kTiles / kTileThreads];
+  TilePatch patches[kTilesPerThread];
 #pragma unroll
-  for (int i = 0; i < kTiles / kTileThreads; ++i)
+  for (int i = 0; i < kTilesPerThread; ++i)
     patches[i] = tile_patch(s, first_tile + lane_t + kTileThreads * i);
   // ... and copies filter `lane_k` of rows `lane_r + kWarps * j` of u's chunk.
   const int lane_k = threadIdx.x % kFilters, lane_r = threadIdx.x / kFilters;
@@ -191,24 +280,42 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int c = 0; c < 2; ++c) wmma::fill_fragment(acc[i][r][c], 0.0f);
 
+  // Pipeline (float32): the next chunk's patches are copied while this
+  // chunk's products run, and the next chunk of u once they are done; both
+  // land while the next patches are transformed. Half types load through
+  // registers, in the same order.
+  constexpr bool kAsync = kAsyncCopies<T>;
+  const int64_t filter = first_filter + lane_k;
+  float* own_slots = patch_block + lane_t * kPatchStride + lane_c;
+  if (C > 0) {
+    stage_kernel_chunk<T, Op>(u, C, K, 0, filter, filter_valid, lane_r, lane_k, u_block);
+    if constexpr (kAsync) stage_patches(x, s, patches, lane_c, own_slots);
+  }
   for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
     const int64_t channel = c0 + lane_c;
+    if constexpr (kAsync) copy_async_wait();  // this thread's copies for c0
     // Not unrolled: the accumulators hold 64 registers through this phase.
 #pragma unroll 1
-    for (int i = 0; i < kTiles / kTileThreads; ++i) {
-      const TilePatch& patch = patches[i];
+    for (int i = 0; i < kTilesPerThread; ++i) {
       float d[16];
+      if constexpr (kAsync) {
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
-        const int64_t row = patch.row + r;
+        for (int pixel = 0; pixel < 16; ++pixel)
+          d[pixel] = own_slots[i * kTileThreads * kPatchStride + pixel * kChunk];
+      } else {
+        const TilePatch& patch = patches[i];
 #pragma unroll
-        for (int col = 0; col < 4; ++col) {
-          const int64_t column = patch.col + col;
-          const bool inside = patch.valid && channel < C && row >= 0 && row < s.height &&
-                              column >= 0 && column < s.width;
-          d[4 * r + col] =
-              inside ? to_float(x[patch.image_offset + (row * s.width + column) * C + channel])
-                     : 0.0f;
+        for (int r = 0; r < 4; ++r) {
+          const int64_t row = patch.row + r;
+#pragma unroll
+          for (int col = 0; col < 4; ++col) {
+            const int64_t column = patch.col + col;
+            const bool inside = patch.valid && channel < C && row >= 0 && row < s.height &&
+                                column >= 0 && column < s.width;
+            d[4 * r + col] =
+                inside ? to_float(x[patch.image_offset + (row * s.width + column) * C + channel])
+                       : 0.0f;
+          }
         }
       }
       float w[16];
@@ -219,17 +326,15 @@ __global__ void __launch_bounds__(kThreads, 2)
       for (int t = 0; t < 16; ++t)
         out[t * kTiles * Op::kVStride] = from_float<Storage>(relu && w[t] < 0.0f ? 0.0f : w[t]);
     }
-#pragma unroll 4
-    for (int j = 0; j < 16 * kChunk / kWarps; ++j) {
-      const int row = lane_r + kWarps * j;  // row = t * kChunk + channel offset
-      const int t = row / kChunk, offset = row % kChunk;
-      const bool inside = filter_valid && c0 + offset < C;
-      const T value = inside ? u[(t * C + c0 + offset) * K + first_filter + lane_k] : T(0.0f);
-      u_block[row * Op::kUStride + lane_k] = from_float<Storage>(to_float(value));
+    __syncthreads();  // V, and u's chunk, visible to every warp
+    if constexpr (kAsync) {
+      if (c0 + kChunk < C) stage_patches(x, s, patches, channel + kChunk, own_slots);
     }
-    __syncthreads();
     multiply_chunk<Op>(v_block, u_block, warp, acc);
     __syncthreads();
+    if (c0 + kChunk < C)
+      stage_kernel_chunk<T, Op>(u, C, K, c0 + kChunk, filter, filter_valid, lane_r, lane_k,
+                                u_block);
   }
 
 #pragma unroll
@@ -278,7 +383,7 @@ int launch(const T* x, const T* u, const ConvShape& s, bool relu, T* y, CudaStre
   if (tile_blocks > 0x7fffffff || filter_blocks > 65535)
     return static_cast<int>(cudaErrorInvalidConfiguration);
   auto kernel = fused_forward_kernel<T, Op>;
-  constexpr size_t bytes = shared_bytes<Op>();
+  constexpr size_t bytes = shared_bytes<T, Op>();
   // Over 48 KB of dynamic shared memory must be asked for, per kernel.
   cudaError_t error =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
