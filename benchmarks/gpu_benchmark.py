@@ -5,15 +5,17 @@ time of forward and of a training step's forward+backward (the loss's value
 and its gradients w.r.t. input and kernel) for:
   cudnn        jax.lax.conv_general_dilated at default precision (TF32 tensor
                cores on Ampere and newer): what a user's Conv2D runs
-  native       keras_swcnn's CUDA path at default precision: the fused
-               tensor-core forward (TF32), the backward's dots in TF32
+  native       keras_swcnn's CUDA path as users get it, at default precision
+               (TF32 products; float32 forward composed, see cuda_forward)
+  fused        the same with SWCNN_CUDA_FORWARD=fused: the fused tensor-core
+               forward (TF32)
   cudnn-fp32   cuDNN at Precision.HIGHEST (float32-accurate)
-  native-fp32  native under jax.default_matmul_precision("highest"): the
+  native-fp32  fused under jax.default_matmul_precision("highest"): the
                forward's three-pass TF32, the backward's dots at HIGHEST
   cudnn-bf16   cuDNN on bfloat16 input and weights (what mixed_bfloat16 runs)
-  native-bf16  native on bfloat16 (bfloat16 tensor-core products)
-  composed     native at default precision with SWCNN_CUDA_FORWARD=composed:
-               transform kernels around an XLA TF32 dot instead of the fused kernel
+  native-bf16  native on bfloat16 (the fused kernel, bfloat16 tensor-core products)
+  composed     native with SWCNN_CUDA_FORWARD=composed: transform kernels
+               around an XLA TF32 dot
   reference    keras_swcnn's keras.ops path (with --reference)
 with the ratios native/cudnn for each pair. With --transforms, each native
 transform's achieved GB/s against the copy bandwidth measured in the same
@@ -41,7 +43,8 @@ from keras_swcnn.ops import jax_native, reference
 HIGHEST = jax.lax.Precision.HIGHEST
 
 #: (native path, its cuDNN baseline): the ratios the table reports.
-PAIRS = (("native", "cudnn"), ("native-fp32", "cudnn-fp32"), ("native-bf16", "cudnn-bf16"))
+PAIRS = (("native", "cudnn"), ("fused", "cudnn"), ("composed", "cudnn"),
+         ("native-fp32", "cudnn-fp32"), ("native-bf16", "cudnn-bf16"))
 
 
 def median_seconds(fn, *args, repeats=20, warmup=3):
@@ -81,19 +84,20 @@ def native_fn(x, u):
 
 
 def paths(with_reference):
-    """{name: (function, dtype, JAX matmul precision to trace it under)}."""
+    """{name: (function, dtype, JAX matmul precision, SWCNN_CUDA_FORWARD or None)}."""
     found = {
-        "cudnn": (conv_fn(None), jnp.float32, None),
-        "native": (native_fn, jnp.float32, None),
-        "cudnn-fp32": (conv_fn(HIGHEST), jnp.float32, None),
-        "native-fp32": (native_fn, jnp.float32, "highest"),
-        "cudnn-bf16": (conv_fn(None), jnp.bfloat16, None),
-        "native-bf16": (native_fn, jnp.bfloat16, None),
-        "composed": (native_fn, jnp.float32, None),  # SWCNN_CUDA_FORWARD=composed
+        "cudnn": (conv_fn(None), jnp.float32, None, None),
+        "native": (native_fn, jnp.float32, None, None),
+        "fused": (native_fn, jnp.float32, None, "fused"),
+        "composed": (native_fn, jnp.float32, None, "composed"),
+        "cudnn-fp32": (conv_fn(HIGHEST), jnp.float32, None, None),
+        "native-fp32": (native_fn, jnp.float32, "highest", "fused"),
+        "cudnn-bf16": (conv_fn(None), jnp.bfloat16, None, None),
+        "native-bf16": (native_fn, jnp.bfloat16, None, None),
     }
     if with_reference:
         found["reference"] = (lambda x, u: reference.winograd_conv2d(x, u, "same", "relu"),
-                              jnp.float32, "highest")
+                              jnp.float32, "highest", None)
     return found
 
 
@@ -106,7 +110,7 @@ def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=Fal
     dy = jax.random.normal(key, (batch, h, w, k), jnp.float32)
     flops = 2 * 9 * batch * h * w * c * k
     row = {"batch": batch, "shape": f"{h}x{w}x{c}->{k}", "direct_conv_GFLOP": flops / 1e9}
-    for name, (fn, dtype, precision) in paths(with_reference).items():
+    for name, (fn, dtype, precision, forward) in paths(with_reference).items():
         if names and name not in names:
             continue
         weights = (g if name.startswith("cudnn") else u).astype(dtype)
@@ -118,7 +122,9 @@ def bench_shape(batch, h, w, c, k, repeats, with_reference=False, transforms=Fal
         bwd = jax.jit(jax.value_and_grad(
             lambda x, w, dy, fn=fn: jnp.sum((fn(x, w) * dy).astype(jnp.float32)), argnums=(0, 1)))
         # The precision is read when the functions are traced (their first call).
-        os.environ[jax_native.CUDA_FORWARD_VARIABLE] = "composed" if name == "composed" else "fused"
+        os.environ.pop(jax_native.CUDA_FORWARD_VARIABLE, None)
+        if forward:
+            os.environ[jax_native.CUDA_FORWARD_VARIABLE] = forward
         with jax.default_matmul_precision(precision) if precision else contextlib.nullcontext():
             row[f"{name} fwd ms"] = 1e3 * median_seconds(fwd, x.astype(dtype), weights,
                                                          repeats=repeats)
@@ -157,9 +163,9 @@ def table_rows(rows):
     for r in rows:
         for mode in ("fwd", "fwd+bwd"):
             times = {name: r.get(f"{name} {mode} ms", float("nan")) for name in
-                     ("cudnn", "native", "cudnn-fp32", "native-fp32", "cudnn-bf16", "native-bf16",
-                      "composed")}
-            ratios = [times[a] / times[b] for a, b in PAIRS] + [times["composed"] / times["cudnn"]]
+                     ("cudnn", "native", "fused", "composed", "cudnn-fp32", "native-fp32",
+                      "cudnn-bf16", "native-bf16")}
+            ratios = [times[a] / times[b] for a, b in PAIRS]
             lines.append((r["batch"], r["shape"], mode, times, ratios))
     return lines
 
@@ -167,9 +173,9 @@ def table_rows(rows):
 def print_table(rows, ceiling):
     print(f"\nceilings: copy {ceiling['copy_GBps']:.0f} GB/s, matmul fp32 "
           f"{ceiling['matmul_fp32_TFLOPs']:.1f} TFLOP/s, tf32 {ceiling['matmul_tf32_TFLOPs']:.1f} TFLOP/s")
-    print(f"{'batch':>5} {'shape':>16} {'mode':>7} | {'cudnn':>7} {'native':>7} {'c-fp32':>7} "
-          f"{'n-fp32':>7} {'c-bf16':>7} {'n-bf16':>7} {'compos':>7} | {'tf32':>5} {'fp32':>5} {'bf16':>5} "
-          f"{'comp':>5}")
+    print(f"{'batch':>5} {'shape':>16} {'mode':>7} | {'cudnn':>7} {'native':>7} {'fused':>7} "
+          f"{'compos':>7} {'c-fp32':>7} {'n-fp32':>7} {'c-bf16':>7} {'n-bf16':>7} | {'nat':>5} "
+          f"{'fused':>5} {'comp':>5} {'fp32':>5} {'bf16':>5}")
     for batch, shape, mode, t, ratios in table_rows(rows):
         print(f"{batch:>5} {shape:>16} {mode:>7} | " + " ".join(f"{v:7.3f}" for v in t.values())
               + " | " + " ".join(f"{q:5.2f}" for q in ratios))
@@ -177,12 +183,13 @@ def print_table(rows, ceiling):
 
 def markdown_table(rows):
     """The table of docs/gpu.md: times in ms and the native/cuDNN ratio of each precision."""
-    out = ["| batch | shape | mode | cuDNN | native | ratio | composed | ratio | cuDNN fp32 "
-           "| native fp32 | ratio | cuDNN bf16 | native bf16 | ratio |", "|" + "---|" * 14]
-    for batch, shape, mode, t, (tf32, fp32, bf16, composed) in table_rows(rows):
+    out = ["| batch | shape | mode | cuDNN | native | ratio | fused | ratio | composed | ratio "
+           "| cuDNN fp32 | native fp32 | ratio | cuDNN bf16 | native bf16 | ratio |",
+           "|" + "---|" * 16]
+    for batch, shape, mode, t, (native, fused, composed, fp32, bf16) in table_rows(rows):
         out.append(f"| {batch} | {shape} | {mode} | {t['cudnn']:.3f} | {t['native']:.3f} | "
-                   f"**{tf32:.2f}** | {t['composed']:.3f} | {composed:.2f} | {t['cudnn-fp32']:.3f} | "
-                   f"{t['native-fp32']:.3f} | {fp32:.2f} | "
+                   f"**{native:.2f}** | {t['fused']:.3f} | {fused:.2f} | {t['composed']:.3f} | "
+                   f"{composed:.2f} | {t['cudnn-fp32']:.3f} | {t['native-fp32']:.3f} | {fp32:.2f} | "
                    f"{t['cudnn-bf16']:.3f} | {t['native-bf16']:.3f} | {bf16:.2f} |")
     return "\n".join(out) + "\n"
 

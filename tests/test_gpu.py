@@ -33,7 +33,11 @@ def test_cuda_extension_is_loaded_and_used(rng):
     x = random_normal(rng, (2, 9, 7, 5))
     u = random_normal(rng, (4, 4, 5, 3))
     fn = jax.jit(lambda x, u: wops.winograd_conv2d(x, u, implementation="native"))
-    assert "swcnn_conv_forward_cuda" in fn.lower(x, u).as_text()
+    # float32 composes (transforms around a dot), half precision fuses (jax_native.cuda_forward).
+    hlo = fn.lower(x, u).as_text()
+    assert "swcnn_input_transform" in hlo and "swcnn_output_transform" in hlo
+    half = jnp.asarray(x, jnp.bfloat16), jnp.asarray(u, jnp.bfloat16)
+    assert "swcnn_conv_forward_cuda" in fn.lower(*half).as_text()
     grad = jax.jit(jax.grad(
         lambda x, u: wops.winograd_conv2d(x, u, implementation="native").sum(), (0, 1)))
     hlo = grad.lower(x, u).as_text()

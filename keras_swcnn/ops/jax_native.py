@@ -6,9 +6,10 @@ imported only when JAX's default backend is a GPU) are registered with
 ``jax.ffi.register_ffi_target`` on first use and called with
 ``jax.ffi.ffi_call``. On the CPU the convolution is one fused call forward
 and one backward (``native/cpu/conv.cc``: no transformed-tile tensor goes
-through memory). On CUDA the forward is one fused tensor-core call too
-(``native/cuda/fused_conv.cu``), and the backward is composed of the
-transform calls and XLA dots for the per-position products. Gradients come
+through memory). On CUDA the backward, and the float32 forward, are composed
+of the transform calls and XLA dots for the per-position products; the
+bfloat16/float16 forward is one fused tensor-core call
+(``native/cuda/fused_conv.cu``; see ``cuda_forward``). Gradients come
 from ``jax.custom_vjp`` with the input and kernel as the only residuals: the
 backward pass recomputes the transformed tiles (additions only), which keeps
 training memory at the level of a plain conv.
@@ -16,8 +17,8 @@ training memory at the level of a plain conv.
 Precision on GPUs follows JAX's ``jax_default_matmul_precision``, as XLA's
 own dots and cuDNN convolutions do: by default float32 products run on
 tensor cores in TF32 (about 1e-3 relative error); under ``"highest"`` or
-``"float32"`` they are accurate to float32 (the fused forward sums three TF32
-products per term, the backward's dots run at ``Precision.HIGHEST``). CPU
+``"float32"`` they are accurate to float32 (dots at ``Precision.HIGHEST``;
+the fused kernel sums three TF32 products per term). CPU
 products are always float32.
 
 Dtype rule: the CPU kernels compute in float32; other floating inputs
@@ -187,21 +188,33 @@ def _on_cpu():
 
 
 #: How the CUDA forward runs: "fused" (one tensor-core kernel) or "composed"
-#: (transform kernels around an XLA dot). Read at trace time from the
-#: environment variable of this name; for benchmarks and comparisons.
+#: (transform kernels around an XLA dot), read at trace time from the
+#: environment variable of this name. Unset: float32 composes, half types fuse.
 CUDA_FORWARD_VARIABLE = "SWCNN_CUDA_FORWARD"
-
-
-def cuda_forward():
-    """``"fused"`` (the default) or ``"composed"``: how the CUDA forward is built."""
-    choice = os.environ.get(CUDA_FORWARD_VARIABLE, "fused")
-    if choice not in ("fused", "composed"):
-        raise ValueError(f"{CUDA_FORWARD_VARIABLE}={choice!r}: expected 'fused' or 'composed'.")
-    return choice
-
 
 #: The dtypes the fused CUDA forward takes as they are; others are cast to float32.
 CUDA_FORWARD_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cuda_forward(dtype="float32"):
+    """How the CUDA forward is built for inputs of ``dtype``: ``"fused"`` or ``"composed"``.
+
+    Measured on an H100 (docs/gpu.md): in float32 the fused kernel's forward is
+    within 10% of the composed one, but a training step is 10-57% faster
+    composed (XLA shares the transformed tiles between the forward and the
+    backward, which recomputes them), so float32 composes. bfloat16 and float16
+    fuse: products in that type, no float32 round trip.
+
+    Example:
+        >>> cuda_forward("bfloat16")
+        'fused'
+    """
+    choice = os.environ.get(CUDA_FORWARD_VARIABLE)
+    if choice is None:
+        return "composed" if jnp.dtype(dtype) == jnp.float32 else "fused"
+    if choice not in ("fused", "composed"):
+        raise ValueError(f"{CUDA_FORWARD_VARIABLE}={choice!r}: expected 'fused' or 'composed'.")
+    return choice
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -220,7 +233,7 @@ def _forward_on_device(x, u, options):
     shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
     if _on_cpu():
         return _call("swcnn_conv_forward", shape, x, u, **_tile_attributes(geometry, relu))
-    if cuda_forward() == "composed":
+    if cuda_forward(x.dtype) == "composed":
         v = _input_transform(x.astype(jnp.float32), geometry, relu)
         y = _output_transform(_matmul(v, u.astype(jnp.float32)), x.shape[0], geometry)
         return y.astype(x.dtype)
