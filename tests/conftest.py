@@ -39,6 +39,27 @@ if BACKEND == "jax":
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
+#: Set by ``make test`` for every backend after the first: tests marked
+#: ``backend_independent`` (the numpy front door to the native kernels, which
+#: never touches Keras) then skip, having run once already in the same command.
+SKIP_BACKEND_INDEPENDENT = "SWCNN_SKIP_BACKEND_INDEPENDENT"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "backend_independent: does not depend on the Keras backend (runs once per "
+        "`make test`, under its first backend)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get(SKIP_BACKEND_INDEPENDENT) != "1":
+        return
+    skip = pytest.mark.skip(reason="backend-independent: ran under the first backend of this run")
+    for item in items:
+        if "backend_independent" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def rng():
     """A generator with a fresh seed for every test; the seed is printed, so a failure can be replayed."""

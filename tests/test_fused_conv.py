@@ -18,7 +18,10 @@ from conftest import SHAPES, VALID_SHAPES, random_normal, with_test_helpers
 from keras_swcnn import native, winograd
 from numpy_reference import conv, conv_grads, rel_error
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="native extension not built")
+pytestmark = [
+    pytest.mark.skipif(not native.available(), reason="native extension not built"),
+    pytest.mark.backend_independent,  # the numpy front door only
+]
 
 # The shared awkward shapes, plus channel counts that leave partial vector
 # panels and row blocks, and more than 512 channels.

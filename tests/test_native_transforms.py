@@ -15,7 +15,10 @@ from numpy_reference import (
     to_position_layout,
 )
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="native module not built")
+pytestmark = [
+    pytest.mark.skipif(not native.available(), reason="native module not built"),
+    pytest.mark.backend_independent,  # the numpy front door only
+]
 
 
 @pytest.mark.parametrize("shape,padding", CASES)

@@ -65,6 +65,7 @@ def test_compress_matches_a_bit_by_bit_mask_and_expands_back(rng, c, k):
     assert np.array_equal(expanded, kernel)
 
 
+@pytest.mark.backend_independent
 def test_compress_refuses_a_kernel_of_the_wrong_rank():
     with pytest.raises(ValueError, match=r"\(4, 4, C, K\)"):
         sparse_format.compress(np.zeros((3, 3, 2, 2)))
@@ -83,6 +84,7 @@ def native_sparse(x, kernel, padding, relu, mode="auto"):
         mode)
 
 
+@pytest.mark.backend_independent
 @needs_native
 @pytest.mark.parametrize("shape,padding", CASES)
 @pytest.mark.parametrize("density", DENSITIES)
@@ -101,6 +103,7 @@ def test_native_sparse_matches_float64(rng, shape, padding, density, mode):
             assert rel_error(actual, expected) < 2e-5  # has reached 1.1e-5
 
 
+@pytest.mark.backend_independent
 @needs_native
 def test_native_sparse_refuses_inconsistent_kernels(rng):
     x = random_normal(rng, (1, 6, 6, 40))
@@ -134,6 +137,7 @@ SUBPROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.backend_independent
 @needs_native
 @pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])  # generic, AVX2/baseline fixed
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
