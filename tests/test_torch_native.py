@@ -120,3 +120,31 @@ def test_native_refuses_tensors_off_the_cpu(torch_native):
     assert not torch_native.can_run(x)
     with pytest.raises(ValueError, match="run on CPU tensors; got one on meta"):
         wops.winograd_conv2d(x, np.ones((4, 4, 2, 3), "float32"), implementation="native")
+
+
+def test_kernels_run_on_torchs_openmp_threads_with_the_pools_bits(rng, torch_native):
+    import torch
+
+    from keras_swcnn import native
+
+    kernels = native._require()
+    x = torch.tensor(random_normal(rng, (16, 14, 13, 37)), requires_grad=True)
+    u = torch.tensor(random_normal(rng, (4, 4, 37, 21)), requires_grad=True)
+    dy = torch.tensor(random_normal(rng, (16, 14, 13, 21)))
+
+    def run():
+        y = torch_native.winograd_conv2d(x, u)
+        dx, du = torch.autograd.grad(y, (x, u), dy)
+        return [t.detach().numpy().copy() for t in (y, dx, du)]
+
+    before = kernels.lent_parallel_calls()
+    on_openmp = run()
+    assert kernels.lent_parallel_calls() >= before + 2  # forward and backward on the team
+    try:
+        assert not kernels.use_openmp_threads(False)
+        on_pool = run()
+    finally:
+        assert kernels.use_openmp_threads(True)
+    for a, b in zip(on_openmp, on_pool):  # blocks come from the shape, not the threads
+        np.testing.assert_array_equal(a, b)
+    assert rel_error(on_openmp[0], conv(x.detach().numpy(), u.detach().numpy())) < 1e-5

@@ -13,7 +13,9 @@ to the extension's numpy front door (``tensor.numpy()`` and
 without torch works with whatever torch is installed at run time, and importing
 keras_swcnn never imports torch: this module is imported only on the torch
 backend. CPU tensors only; elsewhere ``implementation="auto"`` takes the
-reference path.
+reference path. The kernels run on torch's OpenMP threads (importing this
+module switches the extension to the process's OpenMP runtime, which torch
+loaded), so ``torch.set_num_threads`` governs them too.
 
 Dtype rule: the kernels compute in float32; other floating inputs are cast to
 float32 and the result is cast back.
@@ -36,6 +38,13 @@ from keras_swcnn.ops._shapes import check_kernel_fits, images_in, nhwc_geometry
 
 def _kernels():
     return native._require()
+
+
+# torch's OpenMP threads spin for a while after each of torch's parallel ops;
+# the kernels run on them (the extension finds torch's libgomp by name)
+# rather than on a second pool competing for the same CPUs.
+if native.available():
+    native._require().use_openmp_threads(True)
 
 
 def _numpy(tensor):

@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -203,7 +204,52 @@ void run_lent(Executor& executor, int64_t count, const std::function<void(int64_
   if (job->items.error) std::rethrow_exception(job->items.error);
 }
 
+// The entry points of an OpenMP runtime loaded by someone else (GCC's ABI,
+// which libgomp and LLVM's/Intel's runtimes export): looked up by name in the
+// process's global scope.
+struct OpenMp {
+  void (*parallel)(void (*body)(void*), void* data, unsigned threads, unsigned flags) = nullptr;
+  int (*max_threads)() = nullptr;
+};
+
+std::mutex openmp_mutex;
+OpenMp openmp_found;                       // written under openmp_mutex
+std::atomic<const OpenMp*> openmp{nullptr};  // the runtime in use, or none
+
+void drain_on_team_thread(void* data) {
+  const bool outer = inside_lent_task;
+  inside_lent_task = true;
+  static_cast<LentJob*>(data)->drain();  // catches what the items throw
+  inside_lent_task = outer;
+}
+
+// One call's items on the OpenMP team of this thread: fork, drain, join. The
+// job lives on this stack: every team thread has returned when the
+// runtime's parallel call does.
+void run_openmp(const OpenMp& runtime, int64_t count, const std::function<void(int64_t)>& fn) {
+  lent_calls.fetch_add(1, std::memory_order_relaxed);
+  LentJob job(&fn, count);
+  const int64_t team = std::clamp<int64_t>(std::min<int64_t>(count, runtime.max_threads()), 1,
+                                           kMaxThreads);
+  runtime.parallel(&drain_on_team_thread, &job, static_cast<unsigned>(team), 0);
+  if (job.items.error) std::rethrow_exception(job.items.error);
+}
+
 }  // namespace
+
+bool use_openmp_threads(bool on) {
+  std::lock_guard<std::mutex> lock(openmp_mutex);
+  openmp.store(nullptr);
+  if (!on) return false;
+  OpenMp found;
+  found.parallel = reinterpret_cast<decltype(found.parallel)>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
+  found.max_threads =
+      reinterpret_cast<decltype(found.max_threads)>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
+  if (found.parallel == nullptr || found.max_threads == nullptr) return false;
+  openmp_found = found;
+  openmp.store(&openmp_found);
+  return true;
+}
 
 ScopedExecutor::ScopedExecutor(Executor* executor) : previous_(current_executor) {
   current_executor = executor;
@@ -216,6 +262,7 @@ int64_t lent_parallel_calls() { return lent_calls.load(std::memory_order_relaxed
 int num_threads() {
   if (current_executor != nullptr)
     return std::clamp(current_executor->threads(), 1, kMaxThreads);
+  if (const OpenMp* runtime = openmp.load()) return std::clamp(runtime->max_threads(), 1, kMaxThreads);
   return pool().size();
 }
 
@@ -225,6 +272,8 @@ void parallel_for_each(int64_t count, const std::function<void(int64_t)>& fn) {
     for (int64_t i = 0; i < count; ++i) fn(i);
   } else if (current_executor != nullptr) {
     run_lent(*current_executor, count, fn);
+  } else if (const OpenMp* runtime = openmp.load(); runtime != nullptr && count > 1) {
+    run_openmp(*runtime, count, fn);
   } else {
     pool().run(count, fn);
   }

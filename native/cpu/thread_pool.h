@@ -15,6 +15,8 @@
 //
 // A framework that lends its own threads installs a swcnn::Executor for the
 // duration of a kernel call (swcnn/executor.h); the pool stays asleep then.
+// With use_openmp_threads(true) (the torch backend) calls without an
+// Executor run on the process's OpenMP team instead of the pool.
 #pragma once
 
 #include <algorithm>

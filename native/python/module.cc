@@ -296,7 +296,10 @@ NB_MODULE(_native, module) {
              "(mask int32 [16, K, ceil(C/32)], values in (t, k, c) order).");
   module.def("lent_parallel_calls", &swcnn::lent_parallel_calls,
              "Parallel kernel steps run so far on threads a framework lent (JAX: XLA's "
-             "intra-op pool); for tests.");
+             "intra-op pool; torch: its OpenMP threads); for tests.");
+  module.def("use_openmp_threads", &swcnn::use_openmp_threads, nb::arg("on"),
+             "Run kernel calls on the OpenMP runtime already loaded in the process (torch's) "
+             "instead of swcnn's pool; returns whether one was found. False: the pool again.");
   module.def("conv_isa", []() { return std::string(swcnn::conv_isa()); },
              "The instruction set the fused kernels use on this CPU.");
   module.def("kernels", []() {

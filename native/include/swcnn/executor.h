@@ -42,8 +42,19 @@ class ScopedExecutor {
   Executor* previous_;
 };
 
-// How many parallel kernel steps have run on a lent Executor so far, in this
-// process (for tests: the front doors that lend threads do lend them).
+// How many parallel kernel steps have run on a lent Executor (or on OpenMP's
+// threads) so far, in this process (for tests: the front doors that lend
+// threads do lend them).
 int64_t lent_parallel_calls();
+
+// Kernel calls made with no Executor installed run on the threads of the
+// OpenMP runtime already loaded in this process (torch's libgomp, found by
+// name: swcnn never links or loads one) instead of swcnn's pool. Torch's
+// OpenMP threads spin for a while after each of torch's own parallel ops; a
+// second pool on the same CPUs would compete with them, so on the torch
+// backend the kernels take those threads' turn. Returns whether an OpenMP
+// runtime was found (false: swcnn's pool stays in use); `on` false goes back
+// to the pool.
+bool use_openmp_threads(bool on);
 
 }  // namespace swcnn
