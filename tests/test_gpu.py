@@ -7,6 +7,8 @@ are the ones executed, the fused tensor-core forward in each precision against
 float64 numpy on awkward shapes, and parity at full ResNet-18 layer sizes.
 """
 
+import re
+
 import numpy as np
 import pytest
 import keras
@@ -64,7 +66,7 @@ FUSED_CASES = [
 # TF32 rounds each product's operands to 10 mantissa bits; bfloat16/float16
 # round x, u and the transformed tiles to their type, and y on the way out.
 PRECISIONS = [
-    ("float32", None, 2e-3),
+    ("float32", None, 2e-3),  # None: JAX's default (conftest's "highest" is overridden)
     ("float32", "highest", 1e-5),
     ("bfloat16", None, 2e-2),
     ("float16", None, 3e-3),
@@ -89,6 +91,9 @@ def test_forward_matches_float64(rng, monkeypatch, case, dtype, precision, toler
     fn = jax.jit(lambda x, u: wops.winograd_conv2d(
         x, u, padding, activation, implementation="native"))
     with jax.default_matmul_precision(precision):
+        if forward == "fused" and dtype == "float32":  # the precision the kernel is told
+            products = re.findall(r"products\s*=\s*(\d)", fn.lower(x, u).as_text())
+            assert products == ["1" if precision == "highest" else "0"]
         y = fn(x, u)
     assert y.dtype == x.dtype
     # The reference sees the same (rounded) inputs, in float64.
@@ -96,11 +101,15 @@ def test_forward_matches_float64(rng, monkeypatch, case, dtype, precision, toler
     assert rel_error(np.asarray(y, np.float64), expected) < tolerance
 
 
-def test_fused_forward_propagates_nan(rng):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("forward", ["fused", "composed"])
+def test_forward_propagates_nan(rng, monkeypatch, dtype, forward):
+    monkeypatch.setenv("SWCNN_CUDA_FORWARD", forward)
     x = random_normal(rng, (1, 6, 6, 3))
     x[0, 2, 3, 1] = np.nan
     u = random_normal(rng, (4, 4, 3, 2))
-    y = np.asarray(wops.winograd_conv2d(x, u, implementation="native"))
+    y = np.asarray(wops.winograd_conv2d(jnp.asarray(x, dtype), jnp.asarray(u, dtype),
+                                        implementation="native"), np.float32)
     assert np.isnan(y[0, 1:5, 2:6]).any() and np.isfinite(y[0, 5, 0]).all()
 
 

@@ -73,14 +73,15 @@ def test_forward_and_gradients(rng, shape, padding, activation):
 
 @needs_native
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_low_precision_inputs_compute_in_float32(rng, dtype):
+def test_low_precision_inputs_keep_their_dtype_and_float32_accumulation(rng, dtype):
     x = random_normal(rng, (2, 5, 6, 3))
     u = random_normal(rng, (4, 4, 3, 4))
     y = wops.winograd_conv2d(ops.cast(x, dtype), ops.cast(u, dtype), implementation="native")
     assert keras.backend.standardize_dtype(y.dtype) == dtype
     x_rounded = ops.convert_to_numpy(ops.cast(ops.cast(x, dtype), "float32"))
     u_rounded = ops.convert_to_numpy(ops.cast(ops.cast(u, dtype), "float32"))
-    tolerance = 1e-2 if dtype == "bfloat16" else 2e-3  # the final rounding to dtype
+    # CPU: float32 compute, rounded to dtype once; CUDA: the transformed tiles rounded too.
+    tolerance = 2e-2 if dtype == "bfloat16" else 3e-3
     assert rel_error(ops.convert_to_numpy(ops.cast(y, "float32")), conv(x_rounded, u_rounded)) < tolerance
 
 

@@ -13,7 +13,7 @@ from conftest import BACKEND, random_normal
 from keras_swcnn import export
 from keras_swcnn import ops as wops
 from keras_swcnn.layers import WinogradReLUConv2D
-from numpy_reference import conv, rel_error
+from numpy_reference import conv, conv_grads, rel_error
 
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch backend")
 
@@ -125,26 +125,41 @@ def test_native_refuses_tensors_off_the_cpu(torch_native):
 def test_kernels_run_on_torchs_openmp_threads_with_the_pools_bits(rng, torch_native):
     import torch
 
-    from keras_swcnn import native
+    from keras_swcnn import native, sparse_format
 
     kernels = native._require()
+    assert kernels.openmp_max_threads() == torch.get_num_threads()  # torch's runtime, in use
     x = torch.tensor(random_normal(rng, (16, 14, 13, 37)), requires_grad=True)
     u = torch.tensor(random_normal(rng, (4, 4, 37, 21)), requires_grad=True)
     dy = torch.tensor(random_normal(rng, (16, 14, 13, 21)))
+    pruned = np.where(rng.random((4, 4, 37, 21)) < 0.2, u.detach().numpy(), 0.0)
+    mask, values = sparse_format.compress(pruned)
 
     def run():
         y = torch_native.winograd_conv2d(x, u)
         dx, du = torch.autograd.grad(y, (x, u), dy)
-        return [t.detach().numpy().copy() for t in (y, dx, du)]
+        sparse = torch_native.sparse_winograd_conv2d(
+            x.detach(), torch.tensor(mask), torch.tensor(values), mode="sparse")
+        return [t.detach().numpy().copy() for t in (y, dx, du, sparse)]
 
+    threads = torch.get_num_threads()
     before = kernels.lent_parallel_calls()
-    on_openmp = run()
-    assert kernels.lent_parallel_calls() >= before + 2  # forward and backward on the team
     try:
-        assert not kernels.use_openmp_threads(False)
+        torch.set_num_threads(3)  # a team size the pool never has here
+        on_openmp = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert kernels.lent_parallel_calls() >= before + 3  # forward, backward, sparse on the team
+    kernels.use_openmp_threads(False)
+    try:
         on_pool = run()
     finally:
-        assert kernels.use_openmp_threads(True)
+        kernels.use_openmp_threads(True)
     for a, b in zip(on_openmp, on_pool):  # blocks come from the shape, not the threads
         np.testing.assert_array_equal(a, b)
-    assert rel_error(on_openmp[0], conv(x.detach().numpy(), u.detach().numpy())) < 1e-5
+    x64, u64 = x.detach().numpy(), u.detach().numpy()
+    dx, du = conv_grads(x64, u64, dy.numpy())
+    assert rel_error(on_openmp[0], conv(x64, u64)) < 1e-5
+    assert rel_error(on_openmp[1], dx) < 1e-5
+    assert rel_error(on_openmp[2], du) < 1e-5
+    assert rel_error(on_openmp[3], conv(x64, pruned)) < 1e-5

@@ -156,15 +156,18 @@ def _positions(kernel):
     return kernel.reshape((16,) + kernel.shape[2:])
 
 
-#: Values of ``jax_default_matmul_precision`` that ask for float32-accurate products.
-FLOAT32_PRECISIONS = ("highest", "float32")
+#: Values of ``jax_default_matmul_precision`` that ask for float32-accurate products
+#: (lower case; the algorithm names are JAX's ``DotAlgorithmPreset``s of that accuracy).
+FLOAT32_PRECISIONS = ("highest", "float32", "f32_f32_f32", "tf32_tf32_f32_x3",
+                      "bf16_bf16_f32_x6", "bf16_bf16_f32_x9")
 
 
 def full_float32_products():
     """Whether float32 products must be float32-accurate (JAX's matmul precision setting).
 
-    Read at trace time, so ``with jax.default_matmul_precision("highest"):``
-    around a call (or ``JAX_DEFAULT_MATMUL_PRECISION=highest``) selects it.
+    Read when the forward is traced, so ``with jax.default_matmul_precision("highest"):``
+    around a call (or ``JAX_DEFAULT_MATMUL_PRECISION=highest``) selects it; the
+    call's backward keeps the forward's choice.
 
     Example:
         >>> with jax.default_matmul_precision("highest"):
@@ -175,10 +178,10 @@ def full_float32_products():
     return str(precision).lower() in FLOAT32_PRECISIONS
 
 
-def _matmul(a, b):
+def _matmul(a, b, precise):
     # DEFAULT lets XLA use TF32 on GPUs, as its own dots do; HIGHEST when the
     # user asked for float32-accurate products (CPU dots are float32 either way).
-    precision = jax.lax.Precision.HIGHEST if full_float32_products() else None
+    precision = jax.lax.Precision.HIGHEST if precise else jax.lax.Precision.DEFAULT
     return jnp.matmul(a, b, precision=precision)
 
 
@@ -200,7 +203,7 @@ def cuda_forward(dtype="float32"):
     """How the CUDA forward is built for inputs of ``dtype``: ``"fused"`` or ``"composed"``.
 
     Measured on an H100 (docs/gpu.md): in float32 the fused kernel's forward is
-    within 10% of the composed one, but a training step is 10-57% faster
+    within 10% of the composed one, but a training step takes 10-59% less time
     composed (XLA shares the transformed tiles between the forward and the
     backward, which recomputes them), so float32 composes. bfloat16 and float16
     fuse: products in that type, no float32 round trip.
@@ -217,9 +220,11 @@ def cuda_forward(dtype="float32"):
     return choice
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, padding, relu):
-    return _conv_forward(x, kernel, padding, relu)[0]
+# `precise`: float32-accurate products (full_float32_products() when the call
+# was traced), passed down so that the backward keeps the forward's choice.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, kernel, padding, relu, precise):
+    return _conv_forward(x, kernel, padding, relu, precise)[0]
 
 
 def _tile_attributes(geometry, relu):
@@ -228,29 +233,29 @@ def _tile_attributes(geometry, relu):
 
 
 def _forward_on_device(x, u, options):
-    padding, relu = options
+    padding, relu, precise = options
     geometry = nhwc_geometry(x.shape, padding)
     shape = (x.shape[0], geometry.out_h, geometry.out_w, u.shape[-1])
     if _on_cpu():
         return _call("swcnn_conv_forward", shape, x, u, **_tile_attributes(geometry, relu))
     if cuda_forward(x.dtype) == "composed":
         v = _input_transform(x.astype(jnp.float32), geometry, relu)
-        y = _output_transform(_matmul(v, u.astype(jnp.float32)), x.shape[0], geometry)
+        y = _output_transform(_matmul(v, u.astype(jnp.float32), precise), x.shape[0], geometry)
         return y.astype(x.dtype)
     return _call("swcnn_conv_forward_cuda", shape, x, u, dtype=x.dtype,
-                 products=int(full_float32_products()), **_tile_attributes(geometry, relu))
+                 products=int(precise), **_tile_attributes(geometry, relu))
 
 
 def _backward_on_device(x, u, dy, options):
-    padding, relu = options
+    padding, relu, precise = options
     geometry = nhwc_geometry(x.shape, padding)
     if _on_cpu():
         return _call("swcnn_conv_backward", (x.shape, u.shape), x, u, dy,
                      **_tile_attributes(geometry, relu))
     v = _input_transform(x, geometry, relu)  # recomputed: cheaper than storing 4x the input
     dm = _output_transform_backward(dy, geometry)
-    du = _matmul(jnp.swapaxes(v, 1, 2), dm)
-    dv = _matmul(dm, jnp.swapaxes(u, 1, 2))
+    du = _matmul(jnp.swapaxes(v, 1, 2), dm, precise)
+    dv = _matmul(dm, jnp.swapaxes(u, 1, 2), precise)
     return _input_transform_backward(dv, v, x.shape, geometry, relu), du
 
 
@@ -263,17 +268,17 @@ _backward = jax_sharding.partitioned(
     _backward_on_device, operands=("n h w c", "t c k", "n p q k"), results=("n h w c", "t c k"))
 
 
-def _conv_forward(x, kernel, padding, relu):
+def _conv_forward(x, kernel, padding, relu, precise):
     nhwc_geometry(x.shape, padding)  # refuses a bad rank or size before any partitioning
     check_kernel_fits(x.shape, kernel.shape)
-    return _forward(x, _positions(kernel), (padding, relu)), (x, kernel)
+    return _forward(x, _positions(kernel), (padding, relu, precise)), (x, kernel)
 
 
-def _conv_backward(padding, relu, residuals, dy):
+def _conv_backward(padding, relu, precise, residuals, dy):
     x, kernel = residuals
     # The backward kernels take float32 (half precision reaches here on CUDA only).
     x32, kernel32, dy32 = (a.astype(jnp.float32) for a in (x, kernel, dy))
-    dx, du = _backward(x32, _positions(kernel32), dy32, (padding, relu))
+    dx, du = _backward(x32, _positions(kernel32), dy32, (padding, relu, precise))
     return dx.astype(x.dtype), du.reshape(kernel.shape).astype(kernel.dtype)
 
 
@@ -302,7 +307,7 @@ def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     _as_float32(kernel)  # refuses a non-floating kernel
     compute = _compute_dtype(x.dtype)
     y = _conv(x.astype(compute), jnp.asarray(kernel).astype(compute), padding,
-              winograd_activation == "relu")
+              winograd_activation == "relu", full_float32_products())
     return y.astype(x.dtype)
 
 
@@ -322,7 +327,7 @@ def sparse_winograd_conv2d(x, mask, values, padding="same", winograd_activation=
         from keras_swcnn import sparse_format
 
         kernel = sparse_format.expand(mask, values, x.shape[-1])
-        return _conv(x, kernel, padding, relu).astype(dtype)
+        return _conv(x, kernel, padding, relu, full_float32_products()).astype(dtype)
     return _sparse_forward(x, mask, values, (padding, relu, mode)).astype(dtype)
 
 
@@ -348,7 +353,7 @@ def input_transform(x, padding="same", relu=True):
 
 def batched_product(v, kernel):
     """``M[t] = V[t] @ U[t]`` as an XLA dot."""
-    return _matmul(v, _positions(jnp.asarray(kernel)))
+    return _matmul(v, _positions(jnp.asarray(kernel)), full_float32_products())
 
 
 def output_transform(m, geometry):

@@ -40,11 +40,22 @@ def _kernels():
     return native._require()
 
 
-# torch's OpenMP threads spin for a while after each of torch's parallel ops;
-# the kernels run on them (the extension finds torch's libgomp by name)
-# rather than on a second pool competing for the same CPUs.
+def _use_torchs_threads():
+    """Run the kernels on torch's OpenMP threads, if the OpenMP runtime the extension finds by
+    name is torch's (it reports torch's thread count); otherwise keep swcnn's pool.
+
+    torch's OpenMP threads spin for a while after each of torch's parallel ops: a second pool
+    would compete with them for the same CPUs.
+    """
+    kernels = native._require()
+    if kernels.use_openmp_threads(True) and (
+            kernels.openmp_max_threads() != torch.get_num_threads()):
+        kernels.use_openmp_threads(False)  # another runtime: it would be a second team
+    return kernels.openmp_max_threads() > 0
+
+
 if native.available():
-    native._require().use_openmp_threads(True)
+    _use_torchs_threads()
 
 
 def _numpy(tensor):

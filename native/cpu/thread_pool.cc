@@ -212,14 +212,15 @@ struct OpenMp {
   int (*max_threads)() = nullptr;
 };
 
-std::mutex openmp_mutex;
-OpenMp openmp_found;                       // written under openmp_mutex
+std::mutex openmp_mutex;                     // serialises use_openmp_threads
 std::atomic<const OpenMp*> openmp{nullptr};  // the runtime in use, or none
 
-void drain_on_team_thread(void* data) {
+// Never throws into the runtime's frames: Items::drain catches what the
+// items throw, and a failure of its own bookkeeping ends the process here.
+void drain_on_team_thread(void* data) noexcept {
   const bool outer = inside_lent_task;
   inside_lent_task = true;
-  static_cast<LentJob*>(data)->drain();  // catches what the items throw
+  static_cast<LentJob*>(data)->drain();
   inside_lent_task = outer;
 }
 
@@ -241,14 +242,29 @@ bool use_openmp_threads(bool on) {
   std::lock_guard<std::mutex> lock(openmp_mutex);
   openmp.store(nullptr);
   if (!on) return false;
-  OpenMp found;
-  found.parallel = reinterpret_cast<decltype(found.parallel)>(dlsym(RTLD_DEFAULT, "GOMP_parallel"));
-  found.max_threads =
-      reinterpret_cast<decltype(found.max_threads)>(dlsym(RTLD_DEFAULT, "omp_get_max_threads"));
-  if (found.parallel == nullptr || found.max_threads == nullptr) return false;
-  openmp_found = found;
-  openmp.store(&openmp_found);
+  // Both entry points from the library that defines GOMP_parallel, so that
+  // the team and its size come from one runtime.
+  void* parallel = dlsym(RTLD_DEFAULT, "GOMP_parallel");
+  Dl_info info;
+  if (parallel == nullptr || dladdr(parallel, &info) == 0 || info.dli_fname == nullptr)
+    return false;
+  void* library = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  if (library == nullptr) return false;
+  void* max_threads = dlsym(library, "omp_get_max_threads");
+  dlclose(library);  // RTLD_NOLOAD took a reference; the library stays loaded by its owner
+  if (max_threads == nullptr) return false;
+  // Published once and never freed: a call on another thread may still read
+  // an earlier one.
+  auto* runtime = new OpenMp;
+  runtime->parallel = reinterpret_cast<decltype(runtime->parallel)>(parallel);
+  runtime->max_threads = reinterpret_cast<decltype(runtime->max_threads)>(max_threads);
+  openmp.store(runtime);
   return true;
+}
+
+int openmp_max_threads() {
+  const OpenMp* runtime = openmp.load();
+  return runtime == nullptr ? 0 : runtime->max_threads();
 }
 
 ScopedExecutor::ScopedExecutor(Executor* executor) : previous_(current_executor) {

@@ -300,6 +300,8 @@ NB_MODULE(_native, module) {
   module.def("use_openmp_threads", &swcnn::use_openmp_threads, nb::arg("on"),
              "Run kernel calls on the OpenMP runtime already loaded in the process (torch's) "
              "instead of swcnn's pool; returns whether one was found. False: the pool again.");
+  module.def("openmp_max_threads", &swcnn::openmp_max_threads,
+             "omp_get_max_threads() of the OpenMP runtime in use, 0 when the pool is.");
   module.def("conv_isa", []() { return std::string(swcnn::conv_isa()); },
              "The instruction set the fused kernels use on this CPU.");
   module.def("kernels", []() {

@@ -54,7 +54,12 @@ int64_t lent_parallel_calls();
 // second pool on the same CPUs would compete with them, so on the torch
 // backend the kernels take those threads' turn. Returns whether an OpenMP
 // runtime was found (false: swcnn's pool stays in use); `on` false goes back
-// to the pool.
+// to the pool. The OpenMP runtime's own limits then apply: libgomp ends the
+// process if it cannot start a thread, and a forked child must not use it.
 bool use_openmp_threads(bool on);
+
+// omp_get_max_threads() of the runtime in use (0 when none): lets the caller
+// check that it is the runtime it expects (torch: torch.get_num_threads()).
+int openmp_max_threads();
 
 }  // namespace swcnn
