@@ -253,7 +253,8 @@ void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvSh
   if (s.num_tiles() == 0) return;
   const int64_t C = s.in_channels, K = s.out_channels;
   const double density = double(u.count) / double(16 * C * K);
-  if (mode == SparseMode::kDense || (mode == SparseMode::kAuto && density > kDenseAbove)) {
+  const double dense_above = C <= vector_floats() ? kDenseAboveOneVector : kDenseAbove;
+  if (mode == SparseMode::kDense || (mode == SparseMode::kAuto && density > dense_above)) {
     // Expanded into [16, C, K] (scratch kept between calls) for the dense kernel.
     float* dense = thread_scratch().get(Scratch::kExpandedKernel, 16 * C * K);
     parallel_for_each(16, [&](int64_t t) {
@@ -271,6 +272,16 @@ void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvSh
     case Isa::kAvx2: return conv_avx2::sparse_forward(x, m.begin, m.channel, u, s, relu, y);
 #endif
     default: return conv_baseline::sparse_forward(x, m.begin, m.channel, u, s, relu, y);
+  }
+}
+
+int64_t vector_floats() {
+  switch (isa()) {
+#ifdef SWCNN_X86_VARIANTS
+    case Isa::kAvx512: return conv_avx512::kW;
+    case Isa::kAvx2: return conv_avx2::kW;
+#endif
+    default: return conv_baseline::kW;
   }
 }
 

@@ -58,4 +58,7 @@ void conv_backward_cpu(const float* x, const float* u, const float* dy, const Co
 // "baseline".
 const char* conv_isa();
 
+// Floats per vector of that instruction set (16, 8 or 4).
+int64_t vector_floats();
+
 }  // namespace swcnn

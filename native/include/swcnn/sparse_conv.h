@@ -35,8 +35,11 @@ inline int64_t sparse_mask_words(int64_t in_channels) { return (in_channels + 31
 enum class SparseMode { kAuto, kSparse, kDense };
 
 // The stored fraction above which kAuto runs the dense kernel (measured:
-// docs/performance.md, "Sparse inference").
+// docs/performance.md, "Sparse inference"). With at most one vector of input
+// channels the products are cheap already and the turn into lanes and back is
+// what the sparse kernel adds: there it stops paying at a lower density.
 constexpr double kDenseAbove = 0.4;
+constexpr double kDenseAboveOneVector = 0.1;
 
 // y = the convolution of x with the kernel `u` stands for. Throws
 // std::invalid_argument, naming the problem, for a shape `validate` refuses
