@@ -285,10 +285,16 @@ def _conv_backward(padding, relu, precise, residuals, dy):
 _conv.defvjp(_conv_forward, _conv_backward)
 
 
-def _as_float32(x):
+def _floating(x):
+    """``x`` as a JAX array; refuses a non-floating dtype."""
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype}.")
+    return x
+
+
+def _as_float32(x):
+    x = _floating(x)
     return x.astype(jnp.float32), x.dtype
 
 
@@ -301,12 +307,9 @@ def _compute_dtype(dtype):
 
 def winograd_conv2d(x, kernel, padding="same", winograd_activation="relu"):
     """Native Winograd(-ReLU) convolution (see ``keras_swcnn.ops.winograd_conv2d``)."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"Expected a floating-point tensor, got dtype {x.dtype}.")
-    _as_float32(kernel)  # refuses a non-floating kernel
+    x, kernel = _floating(x), _floating(kernel)
     compute = _compute_dtype(x.dtype)
-    y = _conv(x.astype(compute), jnp.asarray(kernel).astype(compute), padding,
+    y = _conv(x.astype(compute), kernel.astype(compute), padding,
               winograd_activation == "relu", full_float32_products())
     return y.astype(x.dtype)
 

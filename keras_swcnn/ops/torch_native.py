@@ -47,7 +47,7 @@ def _use_torchs_threads():
     torch's OpenMP threads spin for a while after each of torch's parallel ops: a second pool
     would compete with them for the same CPUs.
     """
-    kernels = native._require()
+    kernels = _kernels()
     if kernels.use_openmp_threads(True) and (
             kernels.openmp_max_threads() != torch.get_num_threads()):
         kernels.use_openmp_threads(False)  # another runtime: it would be a second team

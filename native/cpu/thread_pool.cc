@@ -186,17 +186,24 @@ struct LentJob {
   void drain() { items.drain(fn, count, mutex, done); }
 };
 
+// What a lent thread (an Executor's task, an OpenMP team member) runs: the
+// job's items, with nested parallel calls kept on this thread. noexcept:
+// Items::drain catches what the items throw, and a failure of its own
+// bookkeeping ends the process here rather than unwinding through another
+// runtime's frames.
+void drain_on_lent_thread(void* job) noexcept {
+  const bool outer = inside_lent_task;
+  inside_lent_task = true;
+  static_cast<LentJob*>(job)->drain();
+  inside_lent_task = outer;
+}
+
 void run_lent(Executor& executor, int64_t count, const std::function<void(int64_t)>& fn) {
   lent_calls.fetch_add(1, std::memory_order_relaxed);
   auto job = std::make_shared<LentJob>(&fn, count);
   const int64_t helpers = std::min<int64_t>(count, num_threads()) - 1;
   for (int64_t h = 0; h < helpers; ++h) {
-    executor.schedule([job] {
-      const bool outer = inside_lent_task;
-      inside_lent_task = true;
-      job->drain();
-      inside_lent_task = outer;
-    });
+    executor.schedule([job] { drain_on_lent_thread(job.get()); });
   }
   job->drain();
   std::unique_lock<std::mutex> lock(job->mutex);
@@ -215,24 +222,14 @@ struct OpenMp {
 std::mutex openmp_mutex;                     // serialises use_openmp_threads
 std::atomic<const OpenMp*> openmp{nullptr};  // the runtime in use, or none
 
-// Never throws into the runtime's frames: Items::drain catches what the
-// items throw, and a failure of its own bookkeeping ends the process here.
-void drain_on_team_thread(void* data) noexcept {
-  const bool outer = inside_lent_task;
-  inside_lent_task = true;
-  static_cast<LentJob*>(data)->drain();
-  inside_lent_task = outer;
-}
-
 // One call's items on the OpenMP team of this thread: fork, drain, join. The
 // job lives on this stack: every team thread has returned when the
 // runtime's parallel call does.
 void run_openmp(const OpenMp& runtime, int64_t count, const std::function<void(int64_t)>& fn) {
   lent_calls.fetch_add(1, std::memory_order_relaxed);
   LentJob job(&fn, count);
-  const int64_t team = std::clamp<int64_t>(std::min<int64_t>(count, runtime.max_threads()), 1,
-                                           kMaxThreads);
-  runtime.parallel(&drain_on_team_thread, &job, static_cast<unsigned>(team), 0);
+  const int64_t team = std::min<int64_t>(count, num_threads());  // the runtime's, capped
+  runtime.parallel(&drain_on_lent_thread, &job, static_cast<unsigned>(team), 0);
   if (job.items.error) std::rethrow_exception(job.items.error);
 }
 

@@ -23,6 +23,7 @@
 
 #include "swcnn/cuda_conv.h"
 #include "swcnn/tile_arithmetic.h"
+#include "tile_blocks.cuh"
 
 namespace swcnn {
 namespace {
@@ -36,8 +37,8 @@ constexpr int kWarps = 8;     // warp w owns positions 2w, 2w + 1
 constexpr int kThreads = 32 * kWarps;
 constexpr int kTileThreads = kThreads / kChunk;  // tiles loaded at once (one channel each)
 
-// Element conversions for every data type the kernel reads or writes.
-__device__ __forceinline__ float to_float(float v) { return v; }
+// Element conversions for every data type the kernel reads or writes (float32
+// is read by asynchronous copies, unconverted).
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 template <typename T> __device__ __forceinline__ T from_float(float v);
@@ -158,11 +159,10 @@ struct TilePatch {
 __device__ __forceinline__ TilePatch tile_patch(const ConvShape& s, int64_t p) {
   TilePatch patch;
   patch.valid = p < s.num_tiles();
-  const int64_t per_image = s.tiles_h * s.tiles_w;
-  const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
-  patch.image_offset = n * s.height * s.width * s.in_channels;
-  patch.row = 2 * ty - s.pad_top;
-  patch.col = 2 * tx - s.pad_left;
+  const TilePosition at = tile_position(p, s.tiles_h, s.tiles_w);
+  patch.image_offset = at.n * s.height * s.width * s.in_channels;
+  patch.row = 2 * at.ty - s.pad_top;
+  patch.col = 2 * at.tx - s.pad_left;
   return patch;
 }
 
@@ -359,18 +359,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
     for (int t = 0; t < 16; ++t) q[t] = m_block[(t * kTiles + tile_in_block) * kMStride + lane_k];
     tile::output_values(q, out);
-    const int64_t per_image = s.tiles_h * s.tiles_w;
-    const int64_t n = p / per_image, ty = (p % per_image) / s.tiles_w, tx = p % s.tiles_w;
-#pragma unroll
-    for (int a = 0; a < 2; ++a) {
-      const int64_t row = 2 * ty + a;
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const int64_t col = 2 * tx + b;
-        if (row < s.out_h && col < s.out_w)
-          y[((n * s.out_h + row) * s.out_w + col) * K + k] = from_float<T>(out[2 * a + b]);
-      }
-    }
+    for_each_output_pixel(tile_position(p, s.tiles_h, s.tiles_w), s.out_h, s.out_w,
+                          [&](int i, int64_t pixel) { y[pixel * K + k] = from_float<T>(out[i]); });
   }
 }
 

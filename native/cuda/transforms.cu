@@ -11,6 +11,7 @@
 
 #include "swcnn/cuda_transforms.h"
 #include "swcnn/tile_arithmetic.h"
+#include "tile_blocks.cuh"
 
 namespace swcnn {
 namespace {
@@ -21,19 +22,14 @@ int64_t blocks_for(int64_t items) { return (items + kThreads - 1) / kThreads; }
 
 // Tile p = (n * TH + ty) * TW + tx and channel of a (tile, channel) thread index.
 struct TileIndex {
-  int64_t p, channel, n, ty, tx;
+  int64_t p, channel;
+  TilePosition tile;
 };
 
 __device__ TileIndex tile_index(int64_t index, int64_t channels, int64_t tiles_h,
                                 int64_t tiles_w) {
-  TileIndex t;
-  t.p = index / channels;
-  t.channel = index % channels;
-  const int64_t per_image = tiles_h * tiles_w;
-  t.n = t.p / per_image;
-  t.ty = (t.p % per_image) / tiles_w;
-  t.tx = t.p % tiles_w;
-  return t;
+  const int64_t p = index / channels;
+  return {p, index % channels, tile_position(p, tiles_h, tiles_w)};
 }
 
 __global__ void input_transform_kernel(const float* __restrict__ x, InputTransformShape s,
@@ -42,7 +38,7 @@ __global__ void input_transform_kernel(const float* __restrict__ x, InputTransfo
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * C) return;
   const TileIndex at = tile_index(index, C, s.tiles_h, s.tiles_w);
-  const int64_t p = at.p, ch = at.channel, n = at.n, ty = at.ty, tx = at.tx;
+  const int64_t p = at.p, ch = at.channel, n = at.tile.n, ty = at.tile.ty, tx = at.tile.tx;
   const float* image = x + n * s.height * s.width * C + ch;
   float d[16];
 #pragma unroll
@@ -120,21 +116,13 @@ __global__ void output_transform_kernel(const float* __restrict__ m, OutputTrans
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * K) return;
   const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
-  const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
+  const int64_t p = at.p, k = at.channel;
   float q[16], out[4];
 #pragma unroll
   for (int t = 0; t < 16; ++t) q[t] = __ldg(m + t * plane + p * K + k);
   tile::output_values(q, out);
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int64_t row = 2 * ty + i;
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int64_t col = 2 * tx + j;
-      if (row < s.out_h && col < s.out_w)
-        y[((n * s.out_h + row) * s.out_w + col) * K + k] = out[2 * i + j];
-    }
-  }
+  for_each_output_pixel(at.tile, s.out_h, s.out_w,
+                        [&](int i, int64_t pixel) { y[pixel * K + k] = out[i]; });
 }
 
 __global__ void output_transform_backward_kernel(const float* __restrict__ dy,
@@ -144,19 +132,10 @@ __global__ void output_transform_backward_kernel(const float* __restrict__ dy,
   const int64_t index = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (index >= P * K) return;
   const TileIndex at = tile_index(index, K, s.tiles_h, s.tiles_w);
-  const int64_t p = at.p, k = at.channel, n = at.n, ty = at.ty, tx = at.tx;
-  float g[4];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int64_t row = 2 * ty + i;
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int64_t col = 2 * tx + j;
-      g[2 * i + j] = (row < s.out_h && col < s.out_w)
-                         ? __ldg(dy + ((n * s.out_h + row) * s.out_w + col) * K + k)
-                         : 0.0f;
-    }
-  }
+  const int64_t p = at.p, k = at.channel;
+  float g[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // cropped pixels stay zero
+  for_each_output_pixel(at.tile, s.out_h, s.out_w,
+                        [&](int i, int64_t pixel) { g[i] = __ldg(dy + pixel * K + k); });
   float values[16];
   tile::output_backward_values(g, values);
   float* out = dm + p * K + k;
