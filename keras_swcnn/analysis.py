@@ -6,8 +6,10 @@ density of ``relu(B^T d B)`` on a batch of data (``rho_a``), and the
 multiplications per image as a dense spatial conv (``9 H W C K``), a dense
 Winograd layer (``16 tiles C K``) and a sparse Winograd-ReLU layer
 (``16 tiles C K rho_w rho_a``). Other ``Conv2D`` and ``Dense`` layers are
-counted too (times their weight density when pruned), so the whole-model
-reduction factor is honest.
+counted too, by the same rule: dense count times their weight density and the
+density of their input (a spatial conv after a ReLU skips zero activations as
+well, which the paper's spatial baseline counts), so the whole-model reduction
+factor is honest.
 
 With ``time_layers=True`` each Winograd layer is also timed on its measured
 input, next to its counts: as a sparse layer (multiplications for non-zero
@@ -44,7 +46,7 @@ class LayerCount:
     kind: str  # "winograd" or the Keras class name
     shape: str  # e.g. "28x28x32->64"
     weight_density: float
-    activation_density: float  # 1.0 where not measured (non-Winograd layers)
+    activation_density: float  # of what the layer multiplies: relu(B^T d B), or its input
     dense_spatial: int  # multiplications of the dense spatial equivalent
     dense_winograd: int  # dense Winograd (equals dense_spatial for other layers)
     sparse: float  # with both densities applied
@@ -218,18 +220,20 @@ def _conv_count(name, layer, layer_input, rho_w):
     oh, ow = (out[1], out[2]) if layer.data_format == "channels_last" else (out[2], out[3])
     kh, kw = layer.kernel_size
     dense = kh * kw * oh * ow * (c // layer.groups) * layer.filters
+    rho_a = _density(np.asarray(layer_input))
     return LayerCount(name=name, kind="Conv2D", shape=f"{h}x{w}x{c}->{layer.filters}",
-                      weight_density=rho_w, activation_density=1.0, dense_spatial=dense,
-                      dense_winograd=dense, sparse=dense * rho_w)
+                      weight_density=rho_w, activation_density=rho_a, dense_spatial=dense,
+                      dense_winograd=dense, sparse=dense * rho_w * rho_a)
 
 
 def _dense_count(name, layer, layer_input, rho_w):
     shape = layer_input.shape[1:]
     rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
     dense = rows * shape[-1] * layer.units
+    rho_a = _density(np.asarray(layer_input))
     return LayerCount(name=name, kind="Dense", shape=f"{shape[-1]}->{layer.units}",
-                      weight_density=rho_w, activation_density=1.0, dense_spatial=dense,
-                      dense_winograd=dense, sparse=dense * rho_w)
+                      weight_density=rho_w, activation_density=rho_a, dense_spatial=dense,
+                      dense_winograd=dense, sparse=dense * rho_w * rho_a)
 
 
 def format_report(report):

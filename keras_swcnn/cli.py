@@ -1,7 +1,9 @@
-"""The ``swcnn`` command: demo, train, evaluate, benchmark, convert-tensorpack, export, info.
+"""The ``swcnn`` command: demo, train, compare, evaluate, benchmark, convert-tensorpack, export, info.
 
     swcnn demo            # train + prune a small ResNet-18 on Fashion-MNIST, report (≈10 min, 2 cores)
     swcnn demo --quick    # the same on a few hundred images (seconds)
+    swcnn train --run-dir run [--resume]   # the full recipe, checkpointed every epoch
+    swcnn compare --run-dir cmp            # spatial vs Winograd-native vs Winograd-ReLU pruning
     swcnn info            # versions, backend, native kernels
     swcnn benchmark       # sparse vs dense vs Conv2D inference time (table + PNG)
     swcnn export m.tflite # the shipped model for LiteRT (or .onnx, or a SavedModel directory)
@@ -49,21 +51,68 @@ def _densities(text):
     return tuple(float(d) for d in text.split(",")) if text else ()
 
 
+def _recipe(args, base):
+    """``base`` with the recipe options given on the command line."""
+    import dataclasses
+
+    fields = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
+              "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
+              "augment": args.augment, "prune_epochs": args.prune_epochs, "seed": args.seed}
+    if getattr(args, "prune_densities", None) is not None:
+        fields["prune_densities"] = _densities(args.prune_densities)
+    return dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
+
+
 def cmd_train(args):
-    from keras_swcnn.applications.training import train_fashion_mnist
+    from keras_swcnn.applications import curves, training
 
     quick = getattr(args, "quick", False)
-    result = train_fashion_mnist(
-        width=args.width, epochs=1 if quick else args.epochs,
-        prune_densities=_densities(args.prune_densities), prune_epochs=1 if quick else args.prune_epochs,
+    recipe = _recipe(args, training.QUICK if args.command == "demo" else training.FULL)
+    if quick:
+        import dataclasses
+
+        recipe = dataclasses.replace(recipe, epochs=1, prune_epochs=1)
+    result = training.train_fashion_mnist(
+        width=args.width, recipe=recipe,
         train_samples=512 if quick else args.train_samples,
         test_samples=256 if quick else args.test_samples,
-        batch_size=args.batch_size, seed=args.seed,
+        run_dir=getattr(args, "run_dir", None), resume=getattr(args, "resume", False),
+        validate=getattr(args, "validate", False),
         verbose=1 if sys.stdout.isatty() else 2)
     _report(result, args.plot)
+    if getattr(args, "curves", None) and result.logs:
+        curves.plot_training_curves(result.logs, args.curves)
+        print(f"training curves written to {args.curves}")
     if getattr(args, "output", None):
         result.model.save_weights(args.output)
         print(f"weights written to {args.output}")
+    return 0
+
+
+def cmd_compare(args):
+    import dataclasses
+
+    from keras_swcnn.applications import comparison
+
+    recipe = _recipe(args, comparison.RECIPE)
+    stages = comparison.compare_variants(
+        width=args.width, recipe=recipe, densities=_densities(args.densities),
+        stage_epochs=args.stage_epochs, variants=tuple(args.variants.split(",")),
+        train_samples=args.train_samples, test_samples=args.test_samples, run_dir=args.run_dir,
+        resume=args.resume, verbose=1 if sys.stdout.isatty() else 2)
+    table = comparison.format_markdown(stages)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"recipe": recipe.as_dict(), "width": args.width, "stage_epochs": args.stage_epochs,
+                       "stages": [dict(dataclasses.asdict(s), reduction=s.reduction) for s in stages]},
+                      f, indent=1)
+    if args.plot:
+        comparison.plot(stages, args.plot)
+        print(f"plot written to {args.plot}")
     return 0
 
 
@@ -152,16 +201,29 @@ def keras_backend():
     return keras.backend.backend()
 
 
-def _training_arguments(parser, epochs, prune_epochs):
+def _recipe_arguments(parser):
+    """Options that change the recipe; each defaults to the command's own recipe."""
     parser.add_argument("--width", type=int, default=16, help="first-stage width (paper: 64)")
-    parser.add_argument("--epochs", type=int, default=epochs, help="dense training epochs")
-    parser.add_argument("--prune-densities", default="0.5,0.3,0.2,0.1",
-                        help="comma-separated Winograd weight densities; empty: no pruning")
-    parser.add_argument("--prune-epochs", type=int, default=prune_epochs)
+    parser.add_argument("--epochs", type=int, help="dense training epochs")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--optimizer", choices=("sgd", "adam"))
+    parser.add_argument("--learning-rate", type=float, help="peak learning rate (cosine-decayed)")
+    parser.add_argument("--warmup-epochs", type=float)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random crop, flip and erasing")
+    parser.add_argument("--prune-epochs", type=float, help="epochs of the pruning phase")
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", help="folder for per-epoch checkpoints and logs")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+
+
+def _training_arguments(parser):
+    _recipe_arguments(parser)
+    parser.add_argument("--prune-densities",
+                        help="comma-separated Winograd weight densities; empty: no pruning "
+                             "(default 0.5,0.3,0.2,0.1)")
     parser.add_argument("--plot", default="swcnn_densities.png", help="PNG of the densities ('' for none)")
 
 
@@ -176,14 +238,31 @@ def build_parser():
 
     demo = commands.add_parser(
         "demo", help="train and prune a small Winograd-ReLU ResNet-18 on Fashion-MNIST; report")
-    _training_arguments(demo, epochs=1, prune_epochs=1)
+    _training_arguments(demo)
     demo.add_argument("--quick", action="store_true", help="a few hundred images only (a smoke test)")
     demo.set_defaults(func=cmd_train)
 
-    train = commands.add_parser("train", help="train (and prune) ResNet-18 on Fashion-MNIST")
-    _training_arguments(train, epochs=3, prune_epochs=2)
+    train = commands.add_parser(
+        "train", help="train (and prune) ResNet-18 on Fashion-MNIST with the full recipe; resumable")
+    _training_arguments(train)
+    train.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                       help="test accuracy after every epoch (for the curves)")
+    train.add_argument("--curves", default="swcnn_training.png", help="PNG of the training curves")
     train.add_argument("--output", help="write the final weights here (.weights.h5)")
     train.set_defaults(func=cmd_train)
+
+    compare = commands.add_parser(
+        "compare", help="the paper's comparison: spatial, Winograd-native and Winograd-ReLU pruning")
+    _recipe_arguments(compare)
+    compare.add_argument("--densities", default="0.5,0.3,0.2,0.1,0.05")
+    compare.add_argument("--stage-epochs", type=float, default=1.0,
+                         help="epochs of pruning + fine-tuning per density")
+    compare.add_argument("--variants", default="spatial,winograd_native,winograd_relu")
+    compare.add_argument("--markdown", help="also write the table to this file")
+    compare.add_argument("--json", help="also write the results to this file")
+    compare.add_argument("--plot", default="swcnn_comparison.png",
+                         help="PNG of accuracy vs multiplications ('' for none)")
+    compare.set_defaults(func=cmd_compare)
 
     evaluate = commands.add_parser("evaluate", help="test accuracy of ResNet-18 weights on Fashion-MNIST")
     evaluate.add_argument("--weights", default="fashion_mnist_small",
@@ -233,8 +312,9 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "plot", None) == "":
-        args.plot = None
+    for option in ("plot", "curves"):
+        if getattr(args, option, None) == "":
+            setattr(args, option, None)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as error:

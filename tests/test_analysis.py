@@ -48,6 +48,30 @@ def test_counts_match_hand_computation(rng, tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_spatial_layers_count_their_input_zeros(rng):
+    # A spatial conv after a ReLU: the paper's spatial baseline skips zero activations too.
+    inputs = keras.Input((6, 5, 3))
+    r = keras.layers.ReLU()(inputs)
+    c = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c")(r)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="d")(keras.layers.ReLU()(c)))
+    kernel = random_normal(rng, (3, 3, 3, 4))
+    kernel[rng.random(kernel.shape) < 0.6] = 0
+    model.get_layer("c").kernel.assign(kernel)
+    x = random_normal(rng, (5, 6, 5, 3))
+
+    rows = {r.name: r for r in analysis.multiplication_report(model, x).layers}
+    rho_w = np.count_nonzero(kernel) / kernel.size
+    rho_a = np.count_nonzero(np.maximum(x, 0)) / x.size
+    assert rows["c"].weight_density == pytest.approx(rho_w)
+    assert rows["c"].activation_density == pytest.approx(rho_a)
+    assert rows["c"].sparse == pytest.approx(9 * 6 * 5 * 3 * 4 * rho_w * rho_a)
+    padded = np.pad(np.maximum(x, 0).astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    hidden = sum(np.einsum("nhwc,ck->nhwk", padded[:, i:i + 6, j:j + 5], kernel[i, j])
+                 for i in range(3) for j in range(3))
+    hidden = np.maximum(hidden, 0)
+    assert rows["d"].activation_density == pytest.approx(np.count_nonzero(hidden) / hidden.size)
+
+
 def test_pruned_layers_count_their_masks(rng):
     model = keras.Sequential([keras.Input((6, 6, 4)), WinogradReLUConv2D(8, name="w"),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, name="d")])

@@ -20,7 +20,7 @@ def run(*args):
 def test_help():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "train", "evaluate", "convert-tensorpack", "info"):
+    for command in ("demo", "train", "compare", "evaluate", "convert-tensorpack", "info"):
         assert command in result.stdout
 
 
@@ -46,6 +46,22 @@ def test_demo_quick(tmp_path, capsys):
     assert "final test accuracy" in out and "fewer multiplications" in out
     with open(plot, "rb") as f:
         assert f.read(4) == b"\x89PNG"
+
+
+@pytest.mark.skipif(fashion_mnist.find_files() is None, reason="Fashion-MNIST not installed")
+def test_train_writes_curves_and_resumes(tmp_path, capsys):
+    arguments = ["train", "--width", "4", "--epochs", "1", "--train-samples", "128", "--test-samples",
+                 "64", "--prune-densities", "", "--run-dir", str(tmp_path / "run"), "--plot", "",
+                 "--curves", str(tmp_path / "curves.png"), "--output", str(tmp_path / "w.weights.h5")]
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "training curves written" in out and os.path.getsize(tmp_path / "w.weights.h5") > 0
+    with open(tmp_path / "run" / "dense.csv") as f:
+        assert "val_accuracy" in f.readline()  # tested after every epoch (--validate by default)
+    assert cli.main(arguments) == 2  # the folder holds a run: resume or choose another
+    assert "resume" in capsys.readouterr().err
+    assert cli.main(arguments + ["--resume"]) == 0
+    assert "done before" in capsys.readouterr().out
 
 
 def test_benchmark_writes_table_plot_and_json(tmp_path, capsys):
