@@ -15,7 +15,8 @@ demo: setup
 	KERAS_BACKEND=jax swcnn demo
 
 # One pytest run per Keras backend; stop at the first failing backend. Tests
-# marked backend_independent (the numpy front door) run under the first only.
+# marked backend_independent (the numpy front door) or once_per_run (long training
+# orchestration) run under the first only.
 test: setup
 	@set -e; skip=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend"; \

@@ -15,7 +15,7 @@ import os
 import sys
 
 from keras_swcnn.applications import ResNet18
-from keras_swcnn.applications.training import QUICK, train_fashion_mnist
+from keras_swcnn.applications.training import SMALL, train_fashion_mnist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUTPUT = os.path.join(HERE, "..", "keras_swcnn", "applications", "data",
@@ -23,7 +23,7 @@ OUTPUT = os.path.join(HERE, "..", "keras_swcnn", "applications", "data",
 
 
 def main():
-    result = train_fashion_mnist(width=16, recipe=QUICK)  # 2 dense epochs, then 0.5 -> 0.1 in one
+    result = train_fashion_mnist(width=16, recipe=SMALL)  # 2 dense epochs, then 0.5 -> 0.1 in one
     # Save from a fresh, uncompiled model: the model weights only, no optimizer state.
     model = ResNet18(variant="small", input_shape=(28, 28, 1), classes=10, width=16,
                      classifier_activation=None)

@@ -67,7 +67,7 @@ def cmd_train(args):
     from keras_swcnn.applications import curves, training
 
     quick = getattr(args, "quick", False)
-    recipe = _recipe(args, training.QUICK if args.command == "demo" else training.FULL)
+    recipe = _recipe(args, training.DEMO if args.command == "demo" else training.FULL)
     if quick:
         import dataclasses
 
@@ -309,9 +309,17 @@ def build_parser():
     return parser
 
 
+#: Commands that train: their process keeps freed memory for reuse (keras_swcnn.allocator).
+TRAINING_COMMANDS = ("demo", "train", "compare")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TRAINING_COMMANDS:
+        from keras_swcnn import allocator
+
+        allocator.keep_freed_memory()
     for option in ("plot", "curves"):
         if getattr(args, option, None) == "":
             setattr(args, option, None)

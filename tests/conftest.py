@@ -45,18 +45,26 @@ if BACKEND == "jax":
 SKIP_BACKEND_INDEPENDENT = "SWCNN_SKIP_BACKEND_INDEPENDENT"
 
 
+#: Markers of tests that run under the first backend of ``make test`` only.
+ONCE_PER_RUN = ("backend_independent", "once_per_run")
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "backend_independent: does not depend on the Keras backend (runs once per "
         "`make test`, under its first backend)")
+    config.addinivalue_line(
+        "markers", "once_per_run: long orchestration (training runs, the variant comparison) "
+        "whose backend-dependent parts other tests check on every backend; runs under the "
+        "first backend of `make test` only, to keep CI within its time")
 
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get(SKIP_BACKEND_INDEPENDENT) != "1":
         return
-    skip = pytest.mark.skip(reason="backend-independent: ran under the first backend of this run")
+    skip = pytest.mark.skip(reason="ran under the first backend of this run")
     for item in items:
-        if "backend_independent" in item.keywords:
+        if any(marker in item.keywords for marker in ONCE_PER_RUN):
             item.add_marker(skip)
 
 

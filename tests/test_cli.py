@@ -48,6 +48,7 @@ def test_demo_quick(tmp_path, capsys):
         assert f.read(4) == b"\x89PNG"
 
 
+@pytest.mark.once_per_run
 @pytest.mark.skipif(fashion_mnist.find_files() is None, reason="Fashion-MNIST not installed")
 def test_train_writes_curves_and_resumes(tmp_path, capsys):
     arguments = ["train", "--width", "4", "--epochs", "1", "--train-samples", "128", "--test-samples",

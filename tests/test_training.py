@@ -38,6 +38,7 @@ def _explains(original, image, pad):
     return False
 
 
+@pytest.mark.backend_independent
 def test_augmented_images_are_shifted_mirrored_and_erased_copies(rng):
     x = _distinct_images(rng, 64)
     out = augmentation.augment_images(x, np.random.default_rng(3), pad=2, erase_probability=0.5)
@@ -49,6 +50,7 @@ def test_augmented_images_are_shifted_mirrored_and_erased_copies(rng):
     assert 0.2 < np.mean(erased) < 0.8  # about half the images get an erasing
 
 
+@pytest.mark.backend_independent
 def test_each_transform_alone(rng):
     x = _distinct_images(rng, 32)
     flipped = augmentation.random_flip(x, np.random.default_rng(0))
@@ -63,6 +65,7 @@ def test_each_transform_alone(rng):
                                                               erase_probability=0), x)
 
 
+@pytest.mark.backend_independent
 def test_batches_are_reproducible_per_epoch_and_cover_the_data(rng):
     x = _distinct_images(rng, 10)
     y = np.arange(10)
@@ -85,6 +88,7 @@ def test_batches_are_reproducible_per_epoch_and_cover_the_data(rng):
         batches[3]
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("bad", [dict(x=np.zeros((3, 4, 4))), dict(y=np.zeros(2)), dict(batch_size=0),
                                  dict(steps=0)])
 def test_batches_refuse_bad_input(bad):
@@ -94,6 +98,7 @@ def test_batches_refuse_bad_input(bad):
         augmentation.AugmentedBatches(**arguments)
 
 
+@pytest.mark.backend_independent
 def test_recipe_refuses_bad_values():
     with pytest.raises(ValueError, match="optimizer"):
         training.Recipe(optimizer="rmsprop")
@@ -151,6 +156,7 @@ def test_a_resumed_phase_ends_exactly_where_an_uninterrupted_one_does(rng, tmp_p
     assert logged == curves.read_log(str(tmp_path / "whole" / "dense.csv"))
 
 
+@pytest.mark.backend_independent
 def test_curves_keep_the_last_line_of_an_epoch_and_plot(tmp_path):
     log = tmp_path / "dense.csv"
     log.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.2,NA,NA\n1,0.6,1.0,0.55,1.1\n"
@@ -162,6 +168,7 @@ def test_curves_keep_the_last_line_of_an_epoch_and_plot(tmp_path):
         assert f.read(4) == b"\x89PNG"
 
 
+@pytest.mark.once_per_run
 @needs_fashion_mnist
 def test_training_resumes_after_its_finished_phases(tmp_path):
     recipe = training.Recipe(epochs=1, prune_densities=(0.5, 0.2), prune_epochs=1, augment=True)
@@ -178,6 +185,7 @@ def test_training_resumes_after_its_finished_phases(tmp_path):
     assert all(r.weight_density == pytest.approx(0.2, abs=0.01) for r in winograd)
 
 
+@pytest.mark.once_per_run
 @needs_fashion_mnist
 def test_comparison_prunes_every_variant_through_the_densities(tmp_path):
     recipe = training.Recipe(epochs=1, batch_size=64, learning_rate=0.01, optimizer="sgd")
@@ -208,6 +216,7 @@ def test_comparison_prunes_every_variant_through_the_densities(tmp_path):
         comparison.compare_variants(**dict(arguments, variants=("dense",), run_dir=None))
 
 
+@pytest.mark.backend_independent
 def test_weights_travel_in_float16_parts_and_come_back(tmp_path, monkeypatch, rng):
     import importlib.util
 

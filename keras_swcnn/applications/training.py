@@ -46,7 +46,7 @@ class Recipe:
         batch_size: images per step.
         optimizer: ``"sgd"`` (Nesterov momentum 0.9) or ``"adam"``.
         learning_rate: peak learning rate; cosine-decayed to
-            ``learning_rate * final_fraction`` over each phase.
+            ``learning_rate * final_fraction`` over dense training.
         warmup_epochs: linear warm-up from 0 at the start of dense training.
         final_fraction: the cosine's floor, as a fraction of its start.
         augment: random crop (pad 2), horizontal flip and random erasing.
@@ -54,7 +54,8 @@ class Recipe:
             (empty: no pruning).
         prune_epochs: epochs of pruning and fine-tuning, all stages together.
         prune_learning_rate: learning rate of the pruning phase, as a
-            fraction of ``learning_rate``.
+            fraction of ``learning_rate`` (constant while it prunes step by step;
+            ``swcnn compare``'s stages, pruned at their start, decay it).
         seed: initial weights, batch order and augmentation.
     """
 
@@ -88,8 +89,10 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-#: The quick recipe of ``swcnn demo`` and the shipped width-16 weights.
-QUICK = Recipe()
+#: The recipe of the shipped width-16 weights (``fashion_mnist_small``): 2 + 1 epochs, Adam.
+SMALL = Recipe()
+#: ``swcnn demo``: the same with one dense epoch.
+DEMO = Recipe(epochs=1)
 #: The full recipe of ``swcnn train`` (docs/results.md: how it was chosen).
 FULL = Recipe(epochs=40, optimizer="sgd", learning_rate=0.05, warmup_epochs=1.0, final_fraction=0.0,
               augment=True, prune_epochs=8, prune_learning_rate=0.1)
@@ -229,13 +232,17 @@ def _schedule(recipe, learning_rate, steps, warmup_steps=0):
 
 
 def fit_phase(model, phase, data, recipe, epochs, learning_rate, run=None, validation=None,
-              warmup_epochs=0.0, callbacks=(), verbose=2):
+              warmup_epochs=0.0, decay=True, callbacks=(), verbose=2):
     """One resumable ``fit``: ``epochs`` (may be fractional) of augmented batches, cosine schedule.
 
+    ``decay=False`` keeps the learning rate constant (a phase that prunes
+    step by step throughout needs it as high at its last stage as at its first).
     A fractional epoch count is run as ``ceil(epochs)`` shorter epochs of
     ``epochs * batches / ceil(epochs)`` batches each (each a fresh shuffle).
     ``phase`` names the checkpoint and log in ``run`` and seeds the batches.
     """
+    if epochs <= 0:
+        return
     x, y = data
     full = math.ceil(len(x) / recipe.batch_size)
     fit_epochs = math.ceil(epochs)
@@ -243,7 +250,8 @@ def fit_phase(model, phase, data, recipe, epochs, learning_rate, run=None, valid
                                augment=recipe.augment,
                                steps=max(1, round(epochs * full / fit_epochs)))
     steps = fit_epochs * len(batches)
-    schedule = _schedule(recipe, learning_rate, steps, round(warmup_epochs * len(batches)))
+    schedule = (_schedule(recipe, learning_rate, steps, round(warmup_epochs * len(batches)))
+                if decay else learning_rate)
     model.compile(_optimizer(recipe, schedule),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     all_callbacks = [batches.epoch_callback(), *callbacks] + (run.callbacks(phase) if run else [])
@@ -277,13 +285,13 @@ def dense_phase(model, recipe, data, test, run, validate, verbose, log):
     return dense_accuracy
 
 
-def train_fashion_mnist(width=16, recipe=QUICK, train_samples=None, test_samples=None, run_dir=None,
+def train_fashion_mnist(width=16, recipe=SMALL, train_samples=None, test_samples=None, run_dir=None,
                         resume=False, validate=False, verbose=2, log=print, **architecture):
     """Train ``ResNet18(variant="small")`` on Fashion-MNIST; then prune its Winograd kernels.
 
     Args:
         width: first-stage width (stages are width x 1, 2, 4, 8).
-        recipe: a ``Recipe`` (``QUICK``: the demo's; ``FULL``: the long one).
+        recipe: a ``Recipe`` (``DEMO``, ``SMALL``: the shipped weights', ``FULL``: the long one).
             The pruning phase takes the Winograd kernels through
             ``recipe.prune_densities`` in equal stages (stepwise, the paper's
             iterative recipe in one ``fit``), fine-tuning at the last one.
@@ -321,7 +329,8 @@ def train_fashion_mnist(width=16, recipe=QUICK, train_samples=None, test_samples
                 filter_fn=is_pruned_conv)
             fit_phase(pruned, "prune", data, recipe, recipe.prune_epochs,
                       recipe.learning_rate * recipe.prune_learning_rate, run, test if validate else None,
-                      callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries()], verbose=verbose)
+                      decay=False, callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries()],
+                      verbose=verbose)
             model = pruning.strip_pruning(pruned)
             final_accuracy = accuracy(model, *test)
             if run:
