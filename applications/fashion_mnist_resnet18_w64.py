@@ -33,6 +33,8 @@ MODELS = ("dense", "pruned")
 
 def _pack(weights, path_prefix):
     """float16 copies of ``weights`` in one compressed .npz, written as parts of PART_BYTES."""
+    for stale in glob.glob(f"{path_prefix}.npz.part*"):
+        os.remove(stale)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, *[np.asarray(w, np.float16) for w in weights])
     data = buffer.getvalue()
@@ -48,7 +50,10 @@ def _unpack(path_prefix):
     parts = sorted(glob.glob(f"{path_prefix}.npz.part*"))
     if not parts:
         raise FileNotFoundError(f"No parts {path_prefix}.npz.part*")
-    data = b"".join(open(p, "rb").read() for p in parts)
+    data = b""
+    for part in parts:
+        with open(part, "rb") as f:
+            data += f.read()
     with np.load(io.BytesIO(data)) as arrays:
         return [arrays[f"arr_{i}"].astype(np.float32) for i in range(len(arrays.files))]
 
@@ -60,7 +65,7 @@ def train(args):
     result = training.train_fashion_mnist(width=WIDTH, recipe=training.FULL, run_dir=run_dir,
                                           resume=True, validate=True)
     dense = training.build_model(WIDTH)
-    dense.load_weights(os.path.join(run_dir, "dense.weights.h5"))
+    training.RunDirectory(run_dir, resume=True).load("dense", dense)
     summary = {
         "width": WIDTH, "recipe": training.FULL.as_dict(),
         "dense_test_accuracy": result.dense_accuracy, "test_accuracy": result.accuracy,
@@ -70,9 +75,10 @@ def train(args):
         "parts": {name: [os.path.basename(p) for p in _pack(model.get_weights(), os.path.join(args.out, name))]
                   for name, model in (("dense", dense), ("pruned", result.model))},
     }
-    curves.plot_training_curves(result.logs, os.path.join(args.out, "curves.png"),
+    # Next to the logs: gpu_train.sh returns the run folder's small files as one archive.
+    curves.plot_training_curves(result.logs, os.path.join(run_dir, "curves.png"),
                                 title=f"ResNet-18 (small, width {WIDTH}) on Fashion-MNIST")
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     json.dump(summary, sys.stdout, indent=1)
 

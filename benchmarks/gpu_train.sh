@@ -18,16 +18,21 @@ PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 start=$(date +%s)
 elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
-export CUDA_ARCHS=${CUDA_ARCHS:-native}
-source benchmarks/gpu_setup.sh
+export CUDA_ARCHS=${CUDA_ARCHS:-90}
 export KERAS_HOME=${KERAS_HOME:-$PWD/.device/keras}
+ls "$KERAS_HOME"/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz >/dev/null || {
+  echo "Fashion-MNIST missing in $KERAS_HOME/datasets/fashion-mnist (see the header)"; exit 1; }
+mkdir -p /tmp/swcnn-run
+source benchmarks/gpu_setup.sh
 
 elapsed "training (width 64, full recipe)"
 timeout "${TRAIN_LIMIT:-450}" "$PY" applications/fashion_mnist_resnet18_w64.py train --out "$OUT" \
   --run-dir /tmp/swcnn-run 2>&1 | grep -v "^I0000" | tee "$OUT/train.log" | tail -40
 status=${PIPESTATUS[0]}
-# At most 8 files come back: gpu.txt, build.log, train.log, logs.tar.gz and the weight parts.
-cp "$OUT"/summary.json "$OUT"/curves.png /tmp/swcnn-run/ 2>/dev/null && rm -f "$OUT"/summary.json "$OUT"/curves.png
-tar czf "$OUT/logs.tar.gz" -C /tmp/swcnn-run --exclude='*_checkpoint' --exclude='*.weights.h5' . 2>/dev/null
+# At most 8 files come back: train.log, logs.tar.gz (the run's logs, summary, curves, the GPU and
+# the build log) and the weight parts (dense about 3, pruned 1).
+for f in gpu.txt build.log; do [ -e "$OUT/$f" ] && mv "$OUT/$f" /tmp/swcnn-run/; done
+tar czf "$OUT/logs.tar.gz" -C /tmp/swcnn-run --exclude='*_checkpoint' --exclude='*.weights.h5' \
+  --exclude='*.npz' . 2>/dev/null
 elapsed "done; status $status"
 exit "$status"

@@ -33,8 +33,9 @@ TRIM_THRESHOLD = 1 << 30
 def keep_freed_memory():
     """Configure glibc's malloc to keep and reuse freed blocks; True if it took effect.
 
-    Returns False (and changes nothing) where the C library has no ``mallopt``
-    (not Linux/glibc). Threads started before the call keep their arenas.
+    Returns False where the C library has no ``mallopt`` (not Linux/glibc;
+    nothing changed) or refused a setting (those before it stay set). Threads
+    started before the call keep their arenas.
     """
     if not sys.platform.startswith("linux"):
         return False

@@ -57,7 +57,8 @@ def _recipe(args, base):
 
     fields = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
               "learning_rate": args.learning_rate, "warmup_epochs": args.warmup_epochs,
-              "augment": args.augment, "prune_epochs": args.prune_epochs, "seed": args.seed}
+              "augment": args.augment, "prune_epochs": getattr(args, "prune_epochs", None),
+              "seed": args.seed}
     if getattr(args, "prune_densities", None) is not None:
         fields["prune_densities"] = _densities(args.prune_densities)
     return dataclasses.replace(base, **{k: v for k, v in fields.items() if v is not None})
@@ -97,7 +98,7 @@ def cmd_compare(args):
     recipe = _recipe(args, comparison.RECIPE)
     stages = comparison.compare_variants(
         width=args.width, recipe=recipe, densities=_densities(args.densities),
-        stage_epochs=args.stage_epochs, variants=tuple(args.variants.split(",")),
+        stage_epochs=args.stage_epochs, variants=tuple(v.strip() for v in args.variants.split(",")),
         train_samples=args.train_samples, test_samples=args.test_samples, run_dir=args.run_dir,
         resume=args.resume, verbose=1 if sys.stdout.isatty() else 2)
     table = comparison.format_markdown(stages)
@@ -201,7 +202,7 @@ def keras_backend():
     return keras.backend.backend()
 
 
-def _recipe_arguments(parser):
+def _recipe_arguments(parser, run_dir=None):
     """Options that change the recipe; each defaults to the command's own recipe."""
     parser.add_argument("--width", type=int, default=16, help="first-stage width (paper: 64)")
     parser.add_argument("--epochs", type=int, help="dense training epochs")
@@ -211,16 +212,18 @@ def _recipe_arguments(parser):
     parser.add_argument("--warmup-epochs", type=float)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="random crop, flip and erasing")
-    parser.add_argument("--prune-epochs", type=float, help="epochs of the pruning phase")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
-    parser.add_argument("--run-dir", help="folder for per-epoch checkpoints and logs")
+    default = f" (default {run_dir})" if run_dir else ""
+    parser.add_argument("--run-dir", default=run_dir,
+                        help=f"folder for per-epoch checkpoints and logs{default}")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
 
 
-def _training_arguments(parser):
-    _recipe_arguments(parser)
+def _training_arguments(parser, run_dir=None):
+    _recipe_arguments(parser, run_dir)
+    parser.add_argument("--prune-epochs", type=float, help="epochs of the pruning phase")
     parser.add_argument("--prune-densities",
                         help="comma-separated Winograd weight densities; empty: no pruning "
                              "(default 0.5,0.3,0.2,0.1)")
@@ -244,7 +247,7 @@ def build_parser():
 
     train = commands.add_parser(
         "train", help="train (and prune) ResNet-18 on Fashion-MNIST with the full recipe; resumable")
-    _training_arguments(train)
+    _training_arguments(train, run_dir="swcnn_train_run")
     train.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
                        help="test accuracy after every epoch (for the curves)")
     train.add_argument("--curves", default="swcnn_training.png", help="PNG of the training curves")
@@ -253,7 +256,7 @@ def build_parser():
 
     compare = commands.add_parser(
         "compare", help="the paper's comparison: spatial, Winograd-native and Winograd-ReLU pruning")
-    _recipe_arguments(compare)
+    _recipe_arguments(compare, run_dir="swcnn_compare_run")
     compare.add_argument("--densities", default="0.5,0.3,0.2,0.1,0.05")
     compare.add_argument("--stage-epochs", type=float, default=1.0,
                          help="epochs of pruning + fine-tuning per density")
@@ -316,10 +319,12 @@ TRAINING_COMMANDS = ("demo", "train", "compare")
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in TRAINING_COMMANDS:
+    if argv is None and args.command in TRAINING_COMMANDS:  # a process of its own, not a caller's
         from keras_swcnn import allocator
 
         allocator.keep_freed_memory()
+    if getattr(args, "resume", False) and not args.run_dir:
+        parser.error("--resume needs --run-dir (the folder of the run to continue)")
     for option in ("plot", "curves"):
         if getattr(args, option, None) == "":
             setattr(args, option, None)

@@ -1,5 +1,6 @@
 """keep_freed_memory: a freed large block is reused instead of being mapped (and faulted) again."""
 
+import platform
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 @pytest.mark.backend_independent
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
 def test_a_freed_block_is_reused_without_page_faults():
     def faults(mode):
         result = subprocess.run([sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True,

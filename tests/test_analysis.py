@@ -15,7 +15,9 @@ from numpy_reference import input_tiles
 def test_counts_match_hand_computation(rng, tmp_path):
     inputs = keras.Input((7, 6, 3))
     w = WinogradReLUConv2D(5, name="w")(inputs)
-    c = keras.layers.Conv2D(4, 3, padding="valid", name="c")(w)
+    # An offset: no exact zeros reach c (its input density is 1; the next test covers zeros).
+    shifted = keras.layers.Rescaling(1.0, offset=1000.0)(w)
+    c = keras.layers.Conv2D(4, 3, padding="valid", name="c")(shifted)
     f = keras.layers.Flatten()(c)
     d = keras.layers.Dense(2, name="d")(f)
     model = keras.Model(inputs, d)

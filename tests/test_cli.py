@@ -57,12 +57,32 @@ def test_train_writes_curves_and_resumes(tmp_path, capsys):
     assert cli.main(arguments) == 0
     out = capsys.readouterr().out
     assert "training curves written" in out and os.path.getsize(tmp_path / "w.weights.h5") > 0
+    with open(tmp_path / "curves.png", "rb") as f:
+        assert f.read(4) == b"\x89PNG"
     with open(tmp_path / "run" / "dense.csv") as f:
         assert "val_accuracy" in f.readline()  # tested after every epoch (--validate by default)
     assert cli.main(arguments) == 2  # the folder holds a run: resume or choose another
     assert "resume" in capsys.readouterr().err
     assert cli.main(arguments + ["--resume"]) == 0
     assert "done before" in capsys.readouterr().out
+    assert cli.main(arguments + ["--resume", "--epochs", "2"]) == 2  # not the same run
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_recipe_options_per_command():
+    from keras_swcnn.applications import comparison, training
+
+    parser = cli.build_parser()
+    assert cli._recipe(parser.parse_args(["demo"]), training.DEMO) == training.DEMO
+    assert cli._recipe(parser.parse_args(["train"]), training.FULL) == training.FULL
+    assert parser.parse_args(["train"]).run_dir == "swcnn_train_run"
+    changed = cli._recipe(parser.parse_args(["train", "--no-augment", "--epochs", "3", "--prune-densities",
+                                             ""]), training.FULL)
+    assert (changed.augment, changed.epochs, changed.prune_densities) == (False, 3, ())
+    assert changed.optimizer == training.FULL.optimizer
+    assert cli._recipe(parser.parse_args(["compare"]), comparison.RECIPE) == comparison.RECIPE
+    with pytest.raises(SystemExit):
+        parser.parse_args(["compare", "--prune-epochs", "2"])  # compare's stages: --stage-epochs
 
 
 def test_benchmark_writes_table_plot_and_json(tmp_path, capsys):

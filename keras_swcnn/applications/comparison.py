@@ -70,7 +70,7 @@ def _stage(variant, target, model, x_test, y_test, activation_samples, seconds):
                  dense_spatial=sum(r.dense_spatial for r in rows), seconds=seconds)
 
 
-def _prune_stage(model, density, data, test, recipe, stage_epochs, run, verbose):
+def _prune_stage(model, density, data, recipe, stage_epochs, run, verbose):
     pruned = pruning.prune_low_magnitude(
         model, pruning.ConstantSparsity(1.0 - density, begin_step=1, frequency=100),
         filter_fn=training.is_pruned_conv)
@@ -102,8 +102,9 @@ def compare_variants(width=16, recipe=RECIPE, densities=DENSITIES, stage_epochs=
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"Unknown variants {unknown}; choose from {tuple(VARIANTS)}.")
-    if list(densities) != sorted(densities, reverse=True) or not all(0 < d < 1 for d in densities):
-        raise ValueError(f"densities must decrease within (0, 1), got {tuple(densities)}.")
+    densities = tuple(float(d) for d in densities)
+    if any(a <= b for a, b in zip(densities, densities[1:])) or not all(0 < d < 1 for d in densities):
+        raise ValueError(f"densities must strictly decrease within (0, 1), got {densities}.")
     if run_dir and os.path.isdir(run_dir) and os.listdir(run_dir) and not resume:
         raise ValueError(f"{run_dir} already holds a comparison: resume it or choose an empty folder.")
     data, test = training.load_fashion_mnist(train_samples, test_samples)
@@ -111,7 +112,11 @@ def compare_variants(width=16, recipe=RECIPE, densities=DENSITIES, stage_epochs=
     for variant in variants:
         start = time.perf_counter()
         keras.utils.set_random_seed(recipe.seed)
-        run = training.RunDirectory(os.path.join(run_dir, variant), resume=True) if run_dir else None
+        settings = dict(recipe=recipe.as_dict(), width=width, densities=densities, stage_epochs=stage_epochs,
+                        train_samples=train_samples, test_samples=test_samples,
+                        activation_samples=activation_samples)
+        run = (training.RunDirectory(os.path.join(run_dir, variant), resume=True, settings=settings)
+               if run_dir else None)
         model = training.build_model(width, **VARIANTS[variant])
         training.dense_phase(model, recipe, data, test, run, validate=False, verbose=verbose, log=log)
         stages.append(_stage(variant, 1.0, model, *test, activation_samples, time.perf_counter() - start))
@@ -121,7 +126,7 @@ def compare_variants(width=16, recipe=RECIPE, densities=DENSITIES, stage_epochs=
             if run and run.record(phase) is not None:
                 run.load(phase, model)
             else:
-                model = _prune_stage(model, density, data, test, recipe, stage_epochs, run, verbose)
+                model = _prune_stage(model, density, data, recipe, stage_epochs, run, verbose)
                 if run:
                     run.finish(phase, model, {"density": density})
             stage = _stage(variant, density, model, *test, activation_samples, time.perf_counter() - start)

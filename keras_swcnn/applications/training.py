@@ -89,7 +89,8 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-#: The recipe of the shipped width-16 weights (``fashion_mnist_small``): 2 + 1 epochs, Adam.
+#: The recipe of the shipped width-16 weights (``fashion_mnist_small``): 2 + 1 epochs, Adam. (They
+#: were trained with Keras's own shuffling; a run of it now draws other batches and other weights.)
 SMALL = Recipe()
 #: ``swcnn demo``: the same with one dense epoch.
 DEMO = Recipe(epochs=1)
@@ -135,12 +136,29 @@ class RunDirectory:
         >>> run.record("dense")  # None until the phase is finished  # doctest: +SKIP
     """
 
-    def __init__(self, directory, resume):
+    def __init__(self, directory, resume, settings=None):
         self.directory = os.fspath(directory)
         if os.path.isdir(self.directory) and os.listdir(self.directory) and not resume:
             raise ValueError(f"{self.directory} already holds a run: resume it (--resume) or choose "
                              "an empty folder.")
         os.makedirs(self.directory, exist_ok=True)
+        if settings is not None:
+            self._check_settings(json.loads(json.dumps(settings)))
+
+    def _check_settings(self, settings):
+        """A resumed run must be the same run: same recipe, width and data."""
+        path = os.path.join(self.directory, "run.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                recorded = json.load(f)
+            if recorded != settings:
+                changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+                raise ValueError(f"{self.directory} holds a run with other settings ({', '.join(changed)}: "
+                                 f"{[recorded.get(k) for k in changed]} there, "
+                                 f"{[settings.get(k) for k in changed]} now).")
+        else:
+            with open(path, "w") as f:
+                json.dump(settings, f, indent=1)
 
     def _path(self, phase, suffix):
         return os.path.join(self.directory, phase + suffix)
@@ -157,7 +175,9 @@ class RunDirectory:
             return json.load(f)
 
     def load(self, phase, model):
+        """The weights (and random state) ``model`` had when ``phase`` finished."""
         model.load_weights(self._path(phase, ".weights.h5"))
+        restore_random_state(model, self._path(phase, ".random.npz"))
 
     def callbacks(self, phase):
         return [EpochCheckpoint(self._path(phase, "_checkpoint")),
@@ -166,9 +186,53 @@ class RunDirectory:
     def finish(self, phase, model, record):
         """Keep the phase's weights and record; its checkpoint is no longer needed."""
         model.save_weights(self._path(phase, ".weights.h5"))
+        save_random_state(model, self._path(phase, ".random.npz"))
         with open(self._path(phase, ".json"), "w") as f:
             json.dump(record, f, indent=1)
         shutil.rmtree(self._path(phase, "_checkpoint"), ignore_errors=True)
+
+
+def _unsaved_variables(model):
+    # By position: a rebuilt model's variables get new paths (seed_generator_1, ...).
+    saved = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in saved]
+
+
+def save_random_state(model, path):
+    """What Keras's weights files leave out and a resumed run needs: seed-generator states
+    (dropout's) and, on torch, the global generator an unseeded ``Dropout`` draws from.
+
+    Example:
+        >>> save_random_state(model, "run/dense.random.npz")  # doctest: +SKIP
+        >>> restore_random_state(model, "run/dense.random.npz")  # doctest: +SKIP
+    """
+    states = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_unsaved_variables(model))}
+    if keras.backend.backend() == "torch":
+        import torch
+
+        states["torch"] = torch.random.get_rng_state().numpy()
+        if torch.cuda.is_available():
+            states["torch_cuda"] = np.stack([s.numpy() for s in torch.cuda.get_rng_state_all()])
+    np.savez(path + ".tmp.npz", **states)
+    os.replace(path + ".tmp.npz", path)
+
+
+def restore_random_state(model, path):
+    """Undo ``save_random_state`` (nothing if ``path`` does not exist)."""
+    if not os.path.exists(path):
+        return
+    with np.load(path) as state:
+        variables = _unsaved_variables(model)
+        if len([name for name in state.files if name.startswith("v")]) != len(variables):
+            raise ValueError(f"{path} holds the random state of another model.")
+        for i, variable in enumerate(variables):
+            variable.assign(state[f"v{i}"])
+        if keras.backend.backend() == "torch" and "torch" in state.files:
+            import torch
+
+            torch.random.set_rng_state(torch.from_numpy(state["torch"]))
+            if "torch_cuda" in state.files and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([torch.from_numpy(s) for s in state["torch_cuda"]])
 
 
 class EpochCheckpoint(keras.callbacks.BackupAndRestore):
@@ -176,43 +240,24 @@ class EpochCheckpoint(keras.callbacks.BackupAndRestore):
 
     Keras's weights files leave out the layers' seed generators (dropout's),
     so a run resumed from them would draw other dropout masks than an
-    uninterrupted one; their states are kept next to the weights. On torch,
-    an unseeded ``Dropout`` draws from torch's global generator instead, so
-    that generator's state is kept too.
+    uninterrupted one; their states are kept next to the weights
+    (``save_random_state``).
+
+    Example:
+        >>> model.fit(batches, epochs=3, callbacks=[EpochCheckpoint("run/dense_checkpoint")])  # doctest: +SKIP
     """
 
     def __init__(self, backup_dir):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self._state_path = os.path.join(backup_dir, "random_state.npz")
 
-    def _unsaved_variables(self):
-        # By position: a rebuilt model's variables get new paths (seed_generator_1, ...).
-        saved = {id(v) for v in self.model.weights}
-        return [v for v in self.model.variables if id(v) not in saved]
-
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if os.path.exists(self._state_path):
-            with np.load(self._state_path) as state:
-                variables = self._unsaved_variables()
-                if len([name for name in state.files if name.startswith("v")]) != len(variables):
-                    raise ValueError(f"The checkpoint in {self.backup_dir} is of another model.")
-                for i, variable in enumerate(variables):
-                    variable.assign(state[f"v{i}"])
-                if "torch" in state.files and keras.backend.backend() == "torch":
-                    import torch
-
-                    torch.random.set_rng_state(torch.from_numpy(state["torch"]))
+        restore_random_state(self.model, self._state_path)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        states = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(self._unsaved_variables())}
-        if keras.backend.backend() == "torch":
-            import torch
-
-            states["torch"] = torch.random.get_rng_state().numpy()
-        np.savez(self._state_path + ".tmp.npz", **states)
-        os.replace(self._state_path + ".tmp.npz", self._state_path)
+        save_random_state(self.model, self._state_path)
 
 
 def _optimizer(recipe, schedule):
@@ -307,9 +352,11 @@ def train_fashion_mnist(width=16, recipe=SMALL, train_samples=None, test_samples
         accuracy, the multiplication report and the phases' CSV logs.
     """
     start = time.perf_counter()
+    settings = dict(recipe=recipe.as_dict(), width=width, train_samples=train_samples,
+                    test_samples=test_samples, architecture=architecture)
+    run = RunDirectory(run_dir, resume, settings) if run_dir else None
     keras.utils.set_random_seed(recipe.seed)
     data, test = load_fashion_mnist(train_samples, test_samples)
-    run = RunDirectory(run_dir, resume) if run_dir else None
     model = build_model(width, **architecture)
     dense_accuracy = dense_phase(model, recipe, data, test, run, validate, verbose, log)
     final_accuracy = dense_accuracy
