@@ -15,10 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/swcnn-gpu-check}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT"
-start=$(date +%s)
-elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
+source benchmarks/gpu_preamble.sh
 
 source benchmarks/gpu_setup.sh
 

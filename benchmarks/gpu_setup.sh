@@ -1,7 +1,7 @@
 # Sourced by the GPU scripts (gpu_check.sh, gpu_train.sh): Keras from carried
 # wheels if missing, keras-swcnn built with CUDA into the source tree, the
-# environment set for JAX. Needs: cd to the repository root, $OUT, $PY and a
-# function `elapsed MESSAGE` (the callers print phase times with it).
+# environment set for JAX. Needs: cd to the repository root and gpu_preamble.sh ($OUT, $PY,
+# `elapsed`) sourced first.
 #
 # CUDA_ARCHS (default 80-real;90-real;90-virtual; "native": this GPU only).
 

@@ -14,10 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/swcnn-gpu-train}
-PY=${PYTHON:-python3}
-mkdir -p "$OUT"
-start=$(date +%s)
-elapsed() { echo "[$(( $(date +%s) - start )) s] $*"; }
+source benchmarks/gpu_preamble.sh
 export CUDA_ARCHS=${CUDA_ARCHS:-90}
 export KERAS_HOME=${KERAS_HOME:-$PWD/.device/keras}
 ls "$KERAS_HOME"/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz >/dev/null || {

@@ -33,6 +33,7 @@ from keras import ops
 
 from keras_swcnn import ops as winograd_ops
 from keras_swcnn import winograd
+from keras_swcnn._plotting import pyplot
 from keras_swcnn.layers import SparseWinogradReLUConv2D, WinogradReLUConv2D
 
 WINOGRAD_LAYERS = (WinogradReLUConv2D, SparseWinogradReLUConv2D)
@@ -286,13 +287,7 @@ def plot_densities(report, path):
 
     Needs matplotlib (``pip install matplotlib``).
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("plot_densities needs matplotlib: pip install matplotlib") from error
+    plt = pyplot("plot_densities")
     rows = report.winograd_layers
     positions = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * len(rows) + 2), 4))

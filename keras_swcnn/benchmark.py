@@ -18,6 +18,8 @@ import time
 import numpy as np
 import keras
 
+from keras_swcnn._plotting import pyplot
+
 #: (H, W, C_in, C_out) of the Winograd layers of ResNet-18-var.
 RESNET18_SHAPES = ((56, 56, 64, 64), (28, 28, 128, 128), (14, 14, 256, 256), (14, 14, 512, 512))
 DENSITIES = (1.0, 0.5, 0.3, 0.2, 0.1, 0.05)
@@ -144,10 +146,7 @@ def format_layer_table(rows):
 
 def plot_speedup(rows, path):
     """A PNG of the speedup over Conv2D against weight density, one line per shape and batch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("plot_speedup")
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for key in dict.fromkeys((r["shape"], r["batch"]) for r in rows):

@@ -26,6 +26,7 @@ import time
 import keras
 
 from keras_swcnn import analysis, pruning
+from keras_swcnn._plotting import pyplot
 from keras_swcnn.applications import training
 
 #: The three variants, as ``ResNet18`` arguments, in the paper's order.
@@ -105,8 +106,8 @@ def compare_variants(width=16, recipe=RECIPE, densities=DENSITIES, stage_epochs=
     densities = tuple(float(d) for d in densities)
     if any(a <= b for a, b in zip(densities, densities[1:])) or not all(0 < d < 1 for d in densities):
         raise ValueError(f"densities must strictly decrease within (0, 1), got {densities}.")
-    if run_dir and os.path.isdir(run_dir) and os.listdir(run_dir) and not resume:
-        raise ValueError(f"{run_dir} already holds a comparison: resume it or choose an empty folder.")
+    if run_dir:
+        training.RunDirectory(run_dir, resume)  # refuses a folder holding a run unless resumed
     data, test = training.load_fashion_mnist(train_samples, test_samples)
     stages = []
     for variant in variants:
@@ -153,10 +154,7 @@ def format_markdown(stages):
 
 def plot(stages, path):
     """Save a PNG of test accuracy against multiplications (log scale), one line per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("comparison.plot")
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for variant in dict.fromkeys(s.variant for s in stages):

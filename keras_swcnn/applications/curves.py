@@ -7,6 +7,8 @@ Example:
 import csv
 import os
 
+from keras_swcnn._plotting import pyplot
+
 
 def read_log(path):
     """The epochs of one CSV log as dicts of floats (NA -> None), one per epoch.
@@ -34,10 +36,7 @@ def plot_training_curves(log_paths, path, title="Training curves"):
         log_paths: CSV logs in phase order (missing files are skipped).
         path: the PNG to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("plot_training_curves")
 
     fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     offset = 0
