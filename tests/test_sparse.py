@@ -21,10 +21,11 @@ from keras_swcnn import sparse_format
 from keras_swcnn.layers import SparseWinogradReLUConv2D, WinogradReLUConv2D
 from numpy_reference import conv, rel_error
 
-# Plus channel counts of whole AVX-512 vectors (the fixed-width input transform), with rows of
-# more tiles than a block of lanes.
+# Plus channel counts of whole AVX-512 vectors (the fixed-width input transform; past four
+# vectors, the vector-at-a-time one), with rows of more tiles than a block of lanes.
 CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 70, 33), (3, 10, 11, 33, 47),
-                                        (2, 7, 9, 16, 20), (2, 3, 70, 64, 16)]] + [
+                                        (2, 7, 9, 16, 20), (2, 3, 70, 64, 16),
+                                        (1, 9, 13, 96, 24)]] + [
     (s, "valid") for s in VALID_SHAPES + [(1, 6, 5, 32, 48)]
 ]
 DENSITIES = [0.0, 0.07, 0.3, 1.0]

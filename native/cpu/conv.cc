@@ -7,6 +7,7 @@
 #include "swcnn/sparse_conv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
@@ -247,14 +248,19 @@ const DecodedMask& decode(const ConvShape& s, const SparseKernel& u) {
 
 }  // namespace
 
+double sparse_dense_above(int64_t in_channels) {
+  const double doublings = std::log2(double(std::max<int64_t>(in_channels, 16)) / 16.0);
+  return std::min(0.4, 0.05 + 0.1 * doublings);
+}
+
 void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
                              bool relu, float* y, SparseMode mode) {
   const DecodedMask& m = decode(s, u);
   if (s.num_tiles() == 0) return;
   const int64_t C = s.in_channels, K = s.out_channels;
   const double density = double(u.count) / double(16 * C * K);
-  const double dense_above = C <= vector_floats() ? kDenseAboveOneVector : kDenseAbove;
-  if (mode == SparseMode::kDense || (mode == SparseMode::kAuto && density > dense_above)) {
+  if (mode == SparseMode::kDense ||
+      (mode == SparseMode::kAuto && density > sparse_dense_above(C))) {
     // Expanded into [16, C, K] (scratch kept between calls) for the dense kernel.
     float* dense = thread_scratch().get(Scratch::kExpandedKernel, 16 * C * K);
     parallel_for_each(16, [&](int64_t t) {

@@ -12,7 +12,7 @@
 // block so that tiles are the vector lanes, and for every output channel k
 // and position t adds w * v[t][c][lanes] for the stored (c, w) of column
 // (t, k) only; the output transform then runs on the lanes. Above a density
-// where that stops paying (kDenseAbove), the kernel is expanded and the dense
+// where that stops paying (sparse_dense_above), the kernel is expanded and the dense
 // fused kernel runs instead.
 #pragma once
 
@@ -34,12 +34,15 @@ inline int64_t sparse_mask_words(int64_t in_channels) { return (in_channels + 31
 // Which kernel runs: chosen by density, or forced (benchmarks, tests).
 enum class SparseMode { kAuto, kSparse, kDense };
 
-// The stored fraction above which kAuto runs the dense kernel (measured:
-// docs/performance.md, "Sparse inference"). With at most one vector of input
-// channels the products are cheap already and the turn into lanes and back is
-// what the sparse kernel adds: there it stops paying at a lower density.
-constexpr double kDenseAbove = 0.4;
-constexpr double kDenseAboveOneVector = 0.1;
+// The stored fraction above which kAuto runs the dense kernel, for C input
+// channels: 0.05 at 16 channels, 0.1 more per doubling, at most 0.4. The
+// sparse kernel's transforms and its turn of tiles into lanes cost the same
+// at every density, and weigh more the fewer channels each product has, so
+// the crossover rises with C (measured on AVX-512, sparse / dense time at
+// batch 32: 16 channels >= 1.08 at every density from 0.1 up; 32: 0.96 at
+// 0.1, 1.07 at 0.15; 64: 1.00-0.85 at 0.2; 128: 0.79-0.94 at 0.3; 256: 0.68
+// at 0.4; docs/performance.md, "Sparse inference: ...").
+double sparse_dense_above(int64_t in_channels);
 
 // y = the convolution of x with the kernel `u` stands for. Throws
 // std::invalid_argument, naming the problem, for a shape `validate` refuses
