@@ -127,6 +127,46 @@ def test_native_sparse_refuses_inconsistent_kernels(rng):
         call(mask, values, "fast")
 
 
+@pytest.mark.backend_independent
+@needs_native
+def test_a_mask_is_decoded_once_and_a_changed_one_again(rng):
+    # The kernel keeps decoded masks between calls, keyed by their contents: the same mask is
+    # decoded once, and a buffer rewritten in place with another mask of the same count (same
+    # address, same shape, same number of stored weights) must not be taken for the first.
+    module = native._require()
+    x = random_normal(rng, (2, 7, 9, 40))
+    kernel = pruned_kernel(rng, 40, 24, 0.1)
+    mask, values = sparse_format.compress(kernel)
+
+    def call():
+        return module.sparse_conv_forward(x, mask, values, 1, 1, 4, 5, 7, 9, True, "sparse")
+
+    decoded = module.sparse_mask_cache()[1]
+    first, again = call(), call()
+    assert module.sparse_mask_cache()[1] == decoded + 1
+    expected = conv(x, kernel, "same", True)
+    assert rel_error(first, expected) < 2e-5 and np.array_equal(again, first)
+
+    # Move one stored weight to another input channel of its column.
+    moved = kernel.reshape(16, 40, 24).copy()
+    t, c, k = (int(i[0]) for i in np.nonzero(moved))
+    free = int(np.flatnonzero(moved[t, :, k] == 0)[0])
+    moved[t, free, k], moved[t, c, k] = moved[t, c, k], 0.0
+    moved = moved.reshape(kernel.shape)
+    new_mask, new_values = sparse_format.compress(moved)
+    assert new_values.size == values.size and not np.array_equal(new_mask, mask)
+    mask[...], values[...] = new_mask, new_values
+    changed = call()
+    assert module.sparse_mask_cache()[1] == decoded + 2
+    assert rel_error(changed, conv(x, moved, "same", True)) < 2e-5
+    assert rel_error(changed, expected) > 1e-3
+
+    # A decoded mask does not excuse a bad one: a stray bit is still refused.
+    mask[0, 0, 1] |= np.int32(1 << 20)  # channel 52 of 40
+    with pytest.raises(ValueError, match="bits set"):
+        call()
+
+
 SUBPROCESS = textwrap.dedent("""
     import sys
     import numpy as np

@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "sparse_mask.h"
 #include "thread_pool.h"
 #include "tile_math.h"
 
@@ -175,78 +176,6 @@ void conv_backward_cpu(const float* x, const float* u, const float* dy, const Co
   }
 }
 
-namespace {
-
-// The mask decoded for the kernels: column (t, k)'s stored weights are
-// values[begin[t * K + k] .. begin[t * K + k + 1]) for input channels
-// channel[...]. Per thread, kept between calls.
-struct DecodedMask {
-  std::vector<int64_t> begin;
-  std::vector<int32_t> channel;
-};
-
-// Empty when the mask of `u` is consistent with its count for shape `s`,
-// else what is wrong; fills begin[] on the way (both passes run over the
-// 16 positions in parallel: at batch 1 a serial pass would cost as much as
-// the products of a large layer).
-std::string count_mask(const ConvShape& s, const SparseKernel& u, std::vector<int64_t>& begin) {
-  const int64_t K = s.out_channels, words = sparse_mask_words(s.in_channels);
-  const uint32_t past_c = s.in_channels % 32 == 0 ? 0u : ~0u << (s.in_channels % 32);
-  begin.assign(16 * K + 1, 0);
-  bool stray[16] = {};
-  parallel_for_each(16, [&](int64_t t) {
-    for (int64_t k = 0; k < K; ++k) {
-      const uint32_t* word = u.mask + (t * K + k) * words;
-      int64_t set = 0;
-      for (int64_t w = 0; w < words; ++w) set += __builtin_popcount(word[w]);
-      if ((word[words - 1] & past_c) != 0) stray[t] = true;
-      begin[t * K + k + 1] = set;
-    }
-  });
-  for (bool any : stray)
-    if (any) return "the mask has bits set past the input channels";
-  for (int64_t column = 0; column < 16 * K; ++column) begin[column + 1] += begin[column];
-  if (begin[16 * K] != u.count)
-    return "the mask has " + std::to_string(begin[16 * K]) + " bits set but " +
-           std::to_string(u.count) + " values were given";
-  return {};
-}
-
-std::string check_sparse_shape(const ConvShape& s, const SparseKernel& u) {
-  std::string error = validate(s);
-  if (!error.empty()) return error;
-  // Lane offsets of input channels are 32-bit.
-  if (s.in_channels > (int64_t(1) << 24)) return "too many input channels for the sparse kernel";
-  if (u.count < 0 || u.count > 16 * s.in_channels * s.out_channels)
-    return "the number of stored weights must be between 0 and 16 * C * K";
-  if (u.mask == nullptr || (u.values == nullptr && u.count > 0)) return "missing mask or values";
-  return {};
-}
-
-// Decodes (and checks) the mask of `u`; throws std::invalid_argument.
-const DecodedMask& decode(const ConvShape& s, const SparseKernel& u) {
-  static thread_local DecodedMask storage;
-  // A plain reference: the workers below must use this thread's storage, and
-  // a lambda naming a thread_local would reach each worker's own instance.
-  DecodedMask& decoded = storage;
-  std::string error = check_sparse_shape(s, u);
-  if (error.empty()) error = count_mask(s, u, decoded.begin);
-  if (!error.empty()) throw std::invalid_argument(error);
-  const int64_t K = s.out_channels, words = sparse_mask_words(s.in_channels);
-  decoded.channel.resize(std::max<int64_t>(u.count, 1));
-  parallel_for_each(16, [&](int64_t t) {
-    for (int64_t k = 0; k < K; ++k) {
-      int32_t* out = decoded.channel.data() + decoded.begin[t * K + k];
-      const uint32_t* word = u.mask + (t * K + k) * words;
-      for (int64_t w = 0; w < words; ++w)
-        for (uint32_t bits = word[w]; bits != 0; bits &= bits - 1)
-          *out++ = int32_t(w * 32 + __builtin_ctz(bits));
-    }
-  });
-  return decoded;
-}
-
-}  // namespace
 
 double sparse_dense_above(int64_t in_channels) {
   const double doublings = std::log2(double(std::max<int64_t>(in_channels, 16)) / 16.0);
@@ -255,7 +184,8 @@ double sparse_dense_above(int64_t in_channels) {
 
 void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
                              bool relu, float* y, SparseMode mode) {
-  const DecodedMask& m = decode(s, u);
+  const std::shared_ptr<const DecodedMask> decoded = decoded_mask(s, u);
+  const DecodedMask& m = *decoded;
   if (s.num_tiles() == 0) return;
   const int64_t C = s.in_channels, K = s.out_channels;
   const double density = double(u.count) / double(16 * C * K);

@@ -294,6 +294,10 @@ NB_MODULE(_native, module) {
              nb::arg("mode") = "auto",
              "y[N, OH, OW, K]: the Winograd(-ReLU) convolution with a compressed kernel "
              "(mask int32 [16, K, ceil(C/32)], values in (t, k, c) order).");
+  module.def("sparse_mask_cache", []() {
+    const swcnn::DecodedMaskStats stats = swcnn::decoded_mask_stats();
+    return nb::make_tuple(stats.kept, stats.decoded);
+  }, "(kept, decoded): decoded sparse masks kept, and calls so far that decoded one.");
   module.def("lent_parallel_calls", &swcnn::lent_parallel_calls,
              "Parallel kernel steps run so far on threads a framework lent (JAX: XLA's "
              "intra-op pool; torch: its OpenMP threads); for tests.");

@@ -51,4 +51,12 @@ double sparse_dense_above(int64_t in_channels);
 void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvShape& s,
                              bool relu, float* y, SparseMode mode = SparseMode::kAuto);
 
+// Calls decode the mask once per distinct mask and keep the decoding (see
+// native/cpu/sparse_mask.h): how many are kept, and how many calls so far
+// decoded one (for tests).
+struct DecodedMaskStats {
+  int64_t kept, decoded;
+};
+DecodedMaskStats decoded_mask_stats();
+
 }  // namespace swcnn

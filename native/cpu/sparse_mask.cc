@@ -1,0 +1,148 @@
+// Decoding and keeping sparse masks (see sparse_mask.h).
+#include "sparse_mask.h"
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "thread_pool.h"
+
+namespace swcnn {
+namespace {
+
+// Empty when the mask of `u` is consistent with its count for shape `s`,
+// else what is wrong; fills begin[] on the way (both passes run over the
+// 16 positions in parallel: at batch 1 a serial pass would cost as much as
+// the products of a large layer).
+std::string count_mask(const ConvShape& s, const SparseKernel& u, std::vector<int64_t>& begin) {
+  const int64_t K = s.out_channels, words = sparse_mask_words(s.in_channels);
+  const uint32_t past_c = s.in_channels % 32 == 0 ? 0u : ~0u << (s.in_channels % 32);
+  begin.assign(16 * K + 1, 0);
+  bool stray[16] = {};
+  parallel_for_each(16, [&](int64_t t) {
+    for (int64_t k = 0; k < K; ++k) {
+      const uint32_t* word = u.mask + (t * K + k) * words;
+      int64_t set = 0;
+      for (int64_t w = 0; w < words; ++w) set += __builtin_popcount(word[w]);
+      if ((word[words - 1] & past_c) != 0) stray[t] = true;
+      begin[t * K + k + 1] = set;
+    }
+  });
+  for (bool any : stray)
+    if (any) return "the mask has bits set past the input channels";
+  for (int64_t column = 0; column < 16 * K; ++column) begin[column + 1] += begin[column];
+  if (begin[16 * K] != u.count)
+    return "the mask has " + std::to_string(begin[16 * K]) + " bits set but " +
+           std::to_string(u.count) + " values were given";
+  return {};
+}
+
+std::string check_sparse_shape(const ConvShape& s, const SparseKernel& u) {
+  std::string error = validate(s);
+  if (!error.empty()) return error;
+  // Lane offsets of input channels are 32-bit.
+  if (s.in_channels > (int64_t(1) << 24)) return "too many input channels for the sparse kernel";
+  if (u.count < 0 || u.count > 16 * s.in_channels * s.out_channels)
+    return "the number of stored weights must be between 0 and 16 * C * K";
+  if (u.mask == nullptr || (u.values == nullptr && u.count > 0)) return "missing mask or values";
+  return {};
+}
+
+int64_t mask_words(const ConvShape& s) { return 16 * s.out_channels * sparse_mask_words(s.in_channels); }
+
+// Decodes (and checks) the mask of `u`; throws std::invalid_argument.
+std::shared_ptr<DecodedMask> decode(const ConvShape& s, const SparseKernel& u) {
+  auto decoded = std::make_shared<DecodedMask>();
+  const std::string error = count_mask(s, u, decoded->begin);
+  if (!error.empty()) throw std::invalid_argument(error);
+  const int64_t K = s.out_channels, words = sparse_mask_words(s.in_channels);
+  decoded->channel.resize(std::max<int64_t>(u.count, 1));
+  parallel_for_each(16, [&](int64_t t) {
+    for (int64_t k = 0; k < K; ++k) {
+      int32_t* out = decoded->channel.data() + decoded->begin[t * K + k];
+      const uint32_t* word = u.mask + (t * K + k) * words;
+      for (int64_t w = 0; w < words; ++w)
+        for (uint32_t bits = word[w]; bits != 0; bits &= bits - 1)
+          *out++ = int32_t(w * 32 + __builtin_ctz(bits));
+    }
+  });
+  return decoded;
+}
+
+// The decoded masks of recent calls, most recently used first: as many as
+// the layers of a large network, within a memory bound.
+class MaskCache {
+ public:
+  static constexpr size_t kMaxEntries = 128;
+  static constexpr size_t kMaxBytes = size_t(256) << 20;
+
+  std::shared_ptr<const DecodedMask> find(const ConvShape& s, const SparseKernel& u) {
+    const int64_t words = mask_words(s);
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->in_channels != s.in_channels || it->out_channels != s.out_channels ||
+          it->count != u.count ||
+          std::memcmp(it->mask.data(), u.mask, size_t(words) * sizeof(uint32_t)) != 0)
+        continue;
+      entries_.splice(entries_.begin(), entries_, it);
+      return entries_.front().decoded;
+    }
+    return nullptr;
+  }
+
+  void keep(const ConvShape& s, const SparseKernel& u, std::shared_ptr<const DecodedMask> decoded) {
+    Entry entry{s.in_channels, s.out_channels, u.count,
+                std::vector<uint32_t>(u.mask, u.mask + mask_words(s)), std::move(decoded)};
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++decoded_;
+    bytes_ += entry.bytes();
+    entries_.push_front(std::move(entry));
+    while (entries_.size() > 1 && (entries_.size() > kMaxEntries || bytes_ > kMaxBytes)) {
+      bytes_ -= entries_.back().bytes();
+      entries_.pop_back();
+    }
+  }
+
+  DecodedMaskStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return {int64_t(entries_.size()), decoded_};
+  }
+
+ private:
+  struct Entry {
+    int64_t in_channels, out_channels, count;
+    std::vector<uint32_t> mask;
+    std::shared_ptr<const DecodedMask> decoded;
+    size_t bytes() const {
+      return mask.size() * sizeof(uint32_t) + decoded->begin.size() * sizeof(int64_t) +
+             decoded->channel.size() * sizeof(int32_t);
+    }
+  };
+  std::mutex mutex_;
+  std::list<Entry> entries_;
+  size_t bytes_ = 0;
+  int64_t decoded_ = 0;
+};
+
+MaskCache& cache() {
+  static MaskCache* kept = new MaskCache;  // never destroyed: calls may run at exit
+  return *kept;
+}
+
+}  // namespace
+
+std::shared_ptr<const DecodedMask> decoded_mask(const ConvShape& s, const SparseKernel& u) {
+  const std::string error = check_sparse_shape(s, u);
+  if (!error.empty()) throw std::invalid_argument(error);
+  if (auto found = cache().find(s, u)) return found;
+  std::shared_ptr<const DecodedMask> decoded = decode(s, u);
+  cache().keep(s, u, decoded);
+  return decoded;
+}
+
+DecodedMaskStats decoded_mask_stats() { return cache().stats(); }
+
+}  // namespace swcnn

@@ -1,0 +1,34 @@
+// The compressed kernel's mask (swcnn/sparse_conv.h), decoded into the lists
+// the sparse products walk, and kept between calls.
+//
+// Decoding walks every mask bit and writes one channel index per stored
+// weight: at batch 1 it cost a third of a 14x14x512 layer's time (perf,
+// docs/performance.md), though a layer's mask is the same at every call. So
+// decoded masks are kept, keyed by their contents: a call whose mask is
+// byte for byte one seen before (same shape, same count) gets its decoding
+// without decoding again. The comparison reads the mask once (memcmp) and
+// is exact, so a buffer reused for another mask is never mistaken for it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "swcnn/conv.h"
+#include "swcnn/sparse_conv.h"
+
+namespace swcnn {
+
+// Column (t, k)'s stored weights are values[begin[t * K + k] ..
+// begin[t * K + k + 1]), for input channels channel[...].
+struct DecodedMask {
+  std::vector<int64_t> begin;
+  std::vector<int32_t> channel;
+};
+
+// The decoded mask of `u` for shape `s`. Throws std::invalid_argument, naming
+// the problem, for a shape `validate` refuses or a mask inconsistent with
+// u.count (another number of set bits, or bits past channel C).
+std::shared_ptr<const DecodedMask> decoded_mask(const ConvShape& s, const SparseKernel& u);
+
+}  // namespace swcnn
