@@ -129,7 +129,7 @@ def test_native_sparse_refuses_inconsistent_kernels(rng):
 
 @pytest.mark.backend_independent
 @needs_native
-def test_a_mask_is_decoded_once_and_a_changed_one_again(rng):
+def test_a_mask_is_decoded_once_and_a_changed_one_again_and_so_are_values(rng):
     # The kernel keeps decoded masks between calls, keyed by their contents: the same mask is
     # decoded once, and a buffer rewritten in place with another mask of the same count (same
     # address, same shape, same number of stored weights) must not be taken for the first.
@@ -147,9 +147,9 @@ def test_a_mask_is_decoded_once_and_a_changed_one_again(rng):
     expected = conv(x, kernel, "same", True)
     assert rel_error(first, expected) < 2e-5 and np.array_equal(again, first)
 
-    # Move one stored weight to another input channel of its column.
+    # Move the largest stored weight to another input channel of its column.
     moved = kernel.reshape(16, 40, 24).copy()
-    t, c, k = (int(i[0]) for i in np.nonzero(moved))
+    t, c, k = np.unravel_index(int(np.argmax(np.abs(moved))), moved.shape)
     free = int(np.flatnonzero(moved[t, :, k] == 0)[0])
     moved[t, free, k], moved[t, c, k] = moved[t, c, k], 0.0
     moved = moved.reshape(kernel.shape)
@@ -160,6 +160,14 @@ def test_a_mask_is_decoded_once_and_a_changed_one_again(rng):
     assert module.sparse_mask_cache()[1] == decoded + 2
     assert rel_error(changed, conv(x, moved, "same", True)) < 2e-5
     assert rel_error(changed, expected) > 1e-3
+
+    # Above the crossover the kernel is expanded for the dense kernel, and the expansion is kept
+    # with the decoded mask: new values under the same mask must be expanded again.
+    dense = module.sparse_conv_forward(x, mask, values, 1, 1, 4, 5, 7, 9, True, "dense")
+    assert rel_error(dense, conv(x, moved, "same", True)) < 2e-5
+    values *= np.float32(-0.5)
+    dense = module.sparse_conv_forward(x, mask, values, 1, 1, 4, 5, 7, 9, True, "dense")
+    assert rel_error(dense, conv(x, moved * np.float32(-0.5), "same", True)) < 2e-5
 
     # A decoded mask does not excuse a bad one: a stray bit is still refused.
     mask[0, 0, 1] |= np.int32(1 << 20)  # channel 52 of 40

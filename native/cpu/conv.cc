@@ -28,7 +28,7 @@ namespace {
 class Scratch {
  public:
   enum Slot { kInputs, kProducts, kTileGradients, kKernelGradients, kPackedKernel, kSink,
-              kExpandedKernel, kChunkSums,
+              kChunkSums,
               kSlots };
 
   // A buffer of at least `size` floats; its contents are unspecified.
@@ -191,16 +191,8 @@ void sparse_conv_forward_cpu(const float* x, const SparseKernel& u, const ConvSh
   const double density = double(u.count) / double(16 * C * K);
   if (mode == SparseMode::kDense ||
       (mode == SparseMode::kAuto && density > sparse_dense_above(C))) {
-    // Expanded into [16, C, K] (scratch kept between calls) for the dense kernel.
-    float* dense = thread_scratch().get(Scratch::kExpandedKernel, 16 * C * K);
-    parallel_for_each(16, [&](int64_t t) {
-      float* plane = dense + t * C * K;
-      std::fill_n(plane, C * K, 0.0f);
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t e = m.begin[t * K + k]; e < m.begin[t * K + k + 1]; ++e)
-          plane[m.channel[e] * K + k] = u.values[e];
-    });
-    return conv_forward_cpu(x, dense, s, relu, y);
+    const std::shared_ptr<const Expansion> expansion = expanded_kernel(s, u, m);
+    return conv_forward_cpu(x, expansion->kernel.data(), s, relu, y);
   }
   switch (isa()) {
 #ifdef SWCNN_X86_VARIANTS

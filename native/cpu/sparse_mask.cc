@@ -98,12 +98,15 @@ class MaskCache {
                 std::vector<uint32_t>(u.mask, u.mask + mask_words(s)), std::move(decoded)};
     std::lock_guard<std::mutex> lock(mutex_);
     ++decoded_;
-    bytes_ += entry.bytes();
     entries_.push_front(std::move(entry));
-    while (entries_.size() > 1 && (entries_.size() > kMaxEntries || bytes_ > kMaxBytes)) {
-      bytes_ -= entries_.back().bytes();
-      entries_.pop_back();
-    }
+    trim_locked();
+  }
+
+  // Drops the least recently used entries past the bounds (after an
+  // expansion grew an entry, too).
+  void trim() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    trim_locked();
   }
 
   DecodedMaskStats stats() {
@@ -117,13 +120,27 @@ class MaskCache {
     std::vector<uint32_t> mask;
     std::shared_ptr<const DecodedMask> decoded;
     size_t bytes() const {
-      return mask.size() * sizeof(uint32_t) + decoded->begin.size() * sizeof(int64_t) +
-             decoded->channel.size() * sizeof(int32_t);
+      size_t bytes = mask.size() * sizeof(uint32_t) + decoded->begin.size() * sizeof(int64_t) +
+                     decoded->channel.size() * sizeof(int32_t);
+      std::lock_guard<std::mutex> lock(decoded->expansion_mutex);
+      if (decoded->expansion != nullptr)
+        bytes += (decoded->expansion->values.size() + decoded->expansion->kernel.size()) *
+                 sizeof(float);
+      return bytes;
     }
   };
+
+  void trim_locked() {
+    size_t bytes = 0;
+    for (const Entry& entry : entries_) bytes += entry.bytes();
+    while (entries_.size() > 1 && (entries_.size() > kMaxEntries || bytes > kMaxBytes)) {
+      bytes -= entries_.back().bytes();
+      entries_.pop_back();
+    }
+  }
+
   std::mutex mutex_;
   std::list<Entry> entries_;
-  size_t bytes_ = 0;
   int64_t decoded_ = 0;
 };
 
@@ -141,6 +158,35 @@ std::shared_ptr<const DecodedMask> decoded_mask(const ConvShape& s, const Sparse
   std::shared_ptr<const DecodedMask> decoded = decode(s, u);
   cache().keep(s, u, decoded);
   return decoded;
+}
+
+std::shared_ptr<const Expansion> expanded_kernel(const ConvShape& s, const SparseKernel& u,
+                                                 const DecodedMask& decoded) {
+  const size_t value_bytes = size_t(u.count) * sizeof(float);
+  {
+    std::lock_guard<std::mutex> lock(decoded.expansion_mutex);
+    const std::shared_ptr<const Expansion>& kept = decoded.expansion;
+    if (kept != nullptr && kept->values.size() == size_t(u.count) &&
+        (value_bytes == 0 || std::memcmp(kept->values.data(), u.values, value_bytes) == 0))
+      return kept;
+  }
+  const int64_t C = s.in_channels, K = s.out_channels;
+  auto expansion = std::make_shared<Expansion>();
+  expansion->values.assign(u.values, u.values + u.count);
+  expansion->kernel.assign(16 * C * K, 0.0f);
+  float* dense = expansion->kernel.data();
+  parallel_for_each(16, [&](int64_t t) {
+    float* plane = dense + t * C * K;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t e = decoded.begin[t * K + k]; e < decoded.begin[t * K + k + 1]; ++e)
+        plane[decoded.channel[e] * K + k] = u.values[e];
+  });
+  {
+    std::lock_guard<std::mutex> lock(decoded.expansion_mutex);
+    decoded.expansion = expansion;
+  }
+  cache().trim();
+  return expansion;
 }
 
 DecodedMaskStats decoded_mask_stats() { return cache().stats(); }
