@@ -5,6 +5,7 @@ with the pruned kernel (numpy_reference.conv), and from masks built here bit
 by bit, never from the code under test.
 """
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -175,6 +176,56 @@ def test_a_mask_is_decoded_once_and_a_changed_one_again_and_so_are_values(rng):
         call()
 
 
+@pytest.mark.backend_independent
+@needs_native
+def test_decoded_masks_are_kept_for_the_most_recent_128(rng):
+    module = native._require()
+    x = random_normal(rng, (2, 9, 9, 1))  # 50 tiles: an all-zero output is out of reach
+    # 130 different masks of a 1 -> 1 channel kernel: the bits of pattern i say which of the 16
+    # positions store a weight.
+    kernels = []
+    for pattern in rng.choice(np.arange(1, 1 << 16), size=130, replace=False):
+        stored = (int(pattern) >> np.arange(16)) & 1
+        kernels.append((stored * random_normal(rng, (16,))).reshape(4, 4, 1, 1).astype(np.float32))
+
+    def call(kernel):
+        return native_sparse(x, kernel, "same", True, "sparse")
+
+    decoded = module.sparse_mask_cache()[1]
+    for kernel in kernels:
+        call(kernel)
+    kept, now = module.sparse_mask_cache()
+    assert kept <= 128 and now == decoded + 130
+    call(kernels[-1])  # the most recent is kept
+    assert module.sparse_mask_cache()[1] == decoded + 130
+    first = call(kernels[0])  # the oldest was dropped: decoded again, and right
+    assert module.sparse_mask_cache()[1] == decoded + 131
+    assert rel_error(first, conv(x, kernels[0], "same", True)) < 2e-5
+
+
+@pytest.mark.backend_independent
+@needs_native
+def test_calls_from_several_threads_share_the_kept_masks_safely(rng):
+    # The front door releases the GIL: threads decode, keep, find and expand masks at once (a
+    # shared mask, and one of each thread's own), in both modes.
+    x = random_normal(rng, (2, 9, 11, 24))
+    kernels = [pruned_kernel(rng, 24, 20, 0.2) for _ in range(5)]
+    expected = [conv(x, kernel, "same", True) for kernel in kernels]
+
+    def work(own):
+        errors = []
+        for step in range(12):
+            which = own if step % 2 else 0
+            mode = ("sparse", "dense")[step % 3 == 0]
+            errors.append(rel_error(native_sparse(x, kernels[which], "same", True, mode),
+                                    expected[which]))
+        return max(errors)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        worst = list(pool.map(work, [1, 2, 3, 4]))
+    assert max(worst) < 2e-5
+
+
 SUBPROCESS = textwrap.dedent("""
     import sys
     import numpy as np
@@ -188,7 +239,7 @@ SUBPROCESS = textwrap.dedent("""
 
 @pytest.mark.backend_independent
 @needs_native
-@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])  # generic, AVX2/baseline fixed
+@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])  # by vector, AVX2/baseline fixed
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_instruction_set_and_thread_count_matches_float64(tmp_path, rng, isa, channels):
     c, k = channels

@@ -72,34 +72,38 @@ std::shared_ptr<DecodedMask> decode(const ConvShape& s, const SparseKernel& u) {
   return decoded;
 }
 
+bool same_words(const uint32_t* a, const uint32_t* b, size_t words) {
+  return std::memcmp(a, b, words * sizeof(uint32_t)) == 0;
+}
+
 // The decoded masks of recent calls, most recently used first: as many as
-// the layers of a large network, within a memory bound.
+// the layers of a large network, within a memory bound. Each entry keeps the
+// mask it was decoded from (its key).
 class MaskCache {
  public:
   static constexpr size_t kMaxEntries = 128;
   static constexpr size_t kMaxBytes = size_t(256) << 20;
 
   std::shared_ptr<const DecodedMask> find(const ConvShape& s, const SparseKernel& u) {
-    const int64_t words = mask_words(s);
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->in_channels != s.in_channels || it->out_channels != s.out_channels ||
-          it->count != u.count ||
-          std::memcmp(it->mask.data(), u.mask, size_t(words) * sizeof(uint32_t)) != 0)
-        continue;
-      entries_.splice(entries_.begin(), entries_, it);
-      return entries_.front().decoded;
-    }
-    return nullptr;
+    return find_locked(s, u.mask, u.count);
   }
 
-  void keep(const ConvShape& s, const SparseKernel& u, std::shared_ptr<const DecodedMask> decoded) {
-    Entry entry{s.in_channels, s.out_channels, u.count,
-                std::vector<uint32_t>(u.mask, u.mask + mask_words(s)), std::move(decoded)};
+  // Keeps `decoded`, the decoding of `mask`, unless another thread kept an
+  // equal mask meanwhile; returns the decoding kept.
+  std::shared_ptr<const DecodedMask> keep(const ConvShape& s, int64_t count,
+                                          std::vector<uint32_t> mask,
+                                          std::shared_ptr<const DecodedMask> decoded) {
     std::lock_guard<std::mutex> lock(mutex_);
     ++decoded_;
-    entries_.push_front(std::move(entry));
+    if (auto found = find_locked(s, mask.data(), count)) return found;
+    const size_t bytes = mask.size() * sizeof(uint32_t) +
+                         decoded->begin.size() * sizeof(int64_t) +
+                         decoded->channel.size() * sizeof(int32_t);
+    entries_.push_front(Entry{s.in_channels, s.out_channels, count, std::move(mask), decoded,
+                              bytes});
     trim_locked();
+    return decoded;
   }
 
   // Drops the least recently used entries past the bounds (after an
@@ -119,22 +123,28 @@ class MaskCache {
     int64_t in_channels, out_channels, count;
     std::vector<uint32_t> mask;
     std::shared_ptr<const DecodedMask> decoded;
-    size_t bytes() const {
-      size_t bytes = mask.size() * sizeof(uint32_t) + decoded->begin.size() * sizeof(int64_t) +
-                     decoded->channel.size() * sizeof(int32_t);
-      std::lock_guard<std::mutex> lock(decoded->expansion_mutex);
-      if (decoded->expansion != nullptr)
-        bytes += (decoded->expansion->values.size() + decoded->expansion->kernel.size()) *
-                 sizeof(float);
-      return bytes;
-    }
+    size_t decoded_bytes;  // mask, begin and channel
+    size_t bytes() const { return decoded_bytes + decoded->expansion_bytes.load(); }
   };
+
+  std::shared_ptr<const DecodedMask> find_locked(const ConvShape& s, const uint32_t* mask,
+                                                 int64_t count) {
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->in_channels != s.in_channels || it->out_channels != s.out_channels ||
+          it->count != count || !same_words(it->mask.data(), mask, it->mask.size()))
+        continue;
+      entries_.splice(entries_.begin(), entries_, it);
+      return entries_.front().decoded;
+    }
+    return nullptr;
+  }
 
   void trim_locked() {
     size_t bytes = 0;
     for (const Entry& entry : entries_) bytes += entry.bytes();
     while (entries_.size() > 1 && (entries_.size() > kMaxEntries || bytes > kMaxBytes)) {
-      bytes -= entries_.back().bytes();
+      // min: an expansion finished since the sum may have grown this entry.
+      bytes -= std::min(bytes, entries_.back().bytes());
       entries_.pop_back();
     }
   }
@@ -155,35 +165,44 @@ std::shared_ptr<const DecodedMask> decoded_mask(const ConvShape& s, const Sparse
   const std::string error = check_sparse_shape(s, u);
   if (!error.empty()) throw std::invalid_argument(error);
   if (auto found = cache().find(s, u)) return found;
-  std::shared_ptr<const DecodedMask> decoded = decode(s, u);
-  cache().keep(s, u, decoded);
-  return decoded;
+  // Read the mask once: another thread may rewrite the caller's buffer
+  // meanwhile, and what is kept must be the mask that was decoded.
+  std::vector<uint32_t> mask(u.mask, u.mask + mask_words(s));
+  const SparseKernel copy{mask.data(), u.values, u.count};
+  std::shared_ptr<const DecodedMask> decoded = decode(s, copy);
+  return cache().keep(s, u.count, std::move(mask), std::move(decoded));
 }
 
 std::shared_ptr<const Expansion> expanded_kernel(const ConvShape& s, const SparseKernel& u,
                                                  const DecodedMask& decoded) {
-  const size_t value_bytes = size_t(u.count) * sizeof(float);
+  std::shared_ptr<const Expansion> kept;
   {
     std::lock_guard<std::mutex> lock(decoded.expansion_mutex);
-    const std::shared_ptr<const Expansion>& kept = decoded.expansion;
-    if (kept != nullptr && kept->values.size() == size_t(u.count) &&
-        (value_bytes == 0 || std::memcmp(kept->values.data(), u.values, value_bytes) == 0))
-      return kept;
+    kept = decoded.expansion;
   }
+  // Compared outside the lock (an Expansion never changes once made).
+  if (kept != nullptr && kept->values.size() == size_t(u.count) &&
+      (u.count == 0 || std::memcmp(kept->values.data(), u.values,
+                                   size_t(u.count) * sizeof(float)) == 0))
+    return kept;
   const int64_t C = s.in_channels, K = s.out_channels;
   auto expansion = std::make_shared<Expansion>();
+  // The values read once, as the mask is: expanded from the copy kept as the key.
   expansion->values.assign(u.values, u.values + u.count);
   expansion->kernel.assign(16 * C * K, 0.0f);
+  const float* values = expansion->values.data();
   float* dense = expansion->kernel.data();
   parallel_for_each(16, [&](int64_t t) {
     float* plane = dense + t * C * K;
     for (int64_t k = 0; k < K; ++k)
       for (int64_t e = decoded.begin[t * K + k]; e < decoded.begin[t * K + k + 1]; ++e)
-        plane[decoded.channel[e] * K + k] = u.values[e];
+        plane[decoded.channel[e] * K + k] = values[e];
   });
   {
     std::lock_guard<std::mutex> lock(decoded.expansion_mutex);
     decoded.expansion = expansion;
+    decoded.expansion_bytes =
+        (expansion->values.size() + expansion->kernel.size()) * sizeof(float);
   }
   cache().trim();
   return expansion;

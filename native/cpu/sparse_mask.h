@@ -10,6 +10,8 @@
 // is exact, so a buffer reused for another mask is never mistaken for it.
 #pragma once
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -31,9 +33,11 @@ struct Expansion {
 struct DecodedMask {
   std::vector<int64_t> begin;
   std::vector<int32_t> channel;
-  // The last expansion of a kernel with this mask (expanded_kernel).
+  // The last expansion of a kernel with this mask (expanded_kernel), and its
+  // size in bytes (read by the cache's memory bound without the lock).
   mutable std::mutex expansion_mutex;
   mutable std::shared_ptr<const Expansion> expansion;
+  mutable std::atomic<size_t> expansion_bytes{0};
 };
 
 // The decoded mask of `u` for shape `s`. Throws std::invalid_argument, naming
@@ -44,8 +48,9 @@ std::shared_ptr<const DecodedMask> decoded_mask(const ConvShape& s, const Sparse
 // The kernel `u` (whose decoded mask is `decoded`) expanded to [16, C, K],
 // for the dense fused kernel that runs above the crossover density. Kept with
 // the decoded mask while the values stay the same (compared byte for byte):
-// expanding on every call cost as much as the layer itself at batch 1
-// (14x14x256: 2 ms against 1.2 ms, docs/performance.md).
+// expanding on every call made the fallback 2-3x slower than the dense layer
+// at batch 1 (14x14x512, density 1.0: 14.6 ms, kept 7.3 ms, the dense layer
+// 5.4 ms; docs/performance.md).
 std::shared_ptr<const Expansion> expanded_kernel(const ConvShape& s, const SparseKernel& u,
                                                  const DecodedMask& decoded);
 

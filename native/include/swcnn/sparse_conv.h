@@ -41,7 +41,9 @@ enum class SparseMode { kAuto, kSparse, kDense };
 // the crossover rises with C (measured on AVX-512, sparse / dense time at
 // batch 32: 16 channels >= 1.08 at every density from 0.1 up; 32: 0.96 at
 // 0.1, 1.07 at 0.15; 64: 1.00-0.85 at 0.2; 128: 0.79-0.94 at 0.3; 256: 0.68
-// at 0.4; docs/performance.md, "Sparse inference: ...").
+// at 0.4; docs/performance.md, "Sparse inference: ..."). One rule for all
+// shapes leaves some either side: 56x56x64 was 1.10 at 0.25 (7x7x64: 0.85),
+// 14x14x512 1.08 at 0.4.
 double sparse_dense_above(int64_t in_channels);
 
 // y = the convolution of x with the kernel `u` stands for. Throws
