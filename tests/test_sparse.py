@@ -239,7 +239,8 @@ SUBPROCESS = textwrap.dedent("""
 
 @pytest.mark.backend_independent
 @needs_native
-@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])  # by vector, AVX2/baseline fixed
+# A partial vector of channels (inputs by vector), then whole AVX2 / baseline vectors (fixed width).
+@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_instruction_set_and_thread_count_matches_float64(tmp_path, rng, isa, channels):
     c, k = channels

@@ -176,7 +176,6 @@ void conv_backward_cpu(const float* x, const float* u, const float* dy, const Co
   }
 }
 
-
 double sparse_dense_above(int64_t in_channels) {
   const double doublings = std::log2(double(std::max<int64_t>(in_channels, 16)) / 16.0);
   return std::min(0.4, 0.05 + 0.1 * doublings);

@@ -51,7 +51,10 @@ std::string check_sparse_shape(const ConvShape& s, const SparseKernel& u) {
   return {};
 }
 
-int64_t mask_words(const ConvShape& s) { return 16 * s.out_channels * sparse_mask_words(s.in_channels); }
+// 32-bit words in the whole mask of a kernel of shape `s`.
+int64_t mask_words(const ConvShape& s) {
+  return 16 * s.out_channels * sparse_mask_words(s.in_channels);
+}
 
 // Decodes (and checks) the mask of `u`; throws std::invalid_argument.
 std::shared_ptr<DecodedMask> decode(const ConvShape& s, const SparseKernel& u) {
