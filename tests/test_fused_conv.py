@@ -25,8 +25,10 @@ pytestmark = [
 
 # The shared awkward shapes, plus channel counts that leave partial vector
 # panels and row blocks, and more than 512 channels.
+# (1, 9, 7, 260, 200): few tiles and weights past L2, so the threads split the
+# output columns (forward) and dx's channels (backward) rather than the tiles.
 CASES = [(s, "same") for s in SHAPES + [(1, 5, 6, 520, 17), (2, 3, 4, 7, 513),
-                                        (3, 10, 11, 33, 47)]] + [
+                                        (3, 10, 11, 33, 47), (1, 9, 7, 260, 200)]] + [
     (s, "valid") for s in VALID_SHAPES
 ]
 # Channel counts of one to four whole AVX-512 vectors take the fixed-width
@@ -120,7 +122,8 @@ def isolated_inputs(rng, c=37, k=21):
 
 # 37 -> 21 channels: the generic transforms. 24 -> 16 and 12 -> 8: the
 # fixed-width ones for whole AVX2 (8 floats) or baseline (4 floats) vectors.
-@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8)])
+# 260 -> 200: weights past L2 for 90 tiles, split by columns and channels.
+@pytest.mark.parametrize("channels", [(37, 21), (24, 16), (12, 8), (260, 200)])
 @pytest.mark.parametrize("isa", ["avx2", "baseline"])
 def test_every_instruction_set_matches_float64(tmp_path, rng, isa, channels):
     c, k = channels
