@@ -111,6 +111,25 @@ def test_recipe_refuses_bad_values():
         training.Recipe(epochs=-1)
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("hold, warmup", [(0, 0), (7, 0), (0, 5), (30, 0)])
+def test_learning_rate_holds_or_warms_up_then_follows_a_cosine(hold, warmup):
+    recipe = training.Recipe(final_fraction=0.1)
+    steps, rate = 23, 0.4
+    schedule = training._schedule(recipe, rate, steps, warmup_steps=warmup, hold_steps=hold)
+    hold = min(hold, steps - 1)
+    start = hold or warmup
+    for step in range(steps + 3):
+        if step < warmup and not hold:
+            expected = rate * step / warmup
+        elif step < hold:
+            expected = rate
+        else:
+            progress = min(step - start, steps - start) / (steps - start)
+            expected = rate * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-7), step
+
+
 class _Interrupt(Exception):
     pass
 

@@ -54,8 +54,10 @@ class Recipe:
             (empty: no pruning).
         prune_epochs: epochs of pruning and fine-tuning, all stages together.
         prune_learning_rate: learning rate of the pruning phase, as a
-            fraction of ``learning_rate`` (constant while it prunes step by step;
-            ``swcnn compare``'s stages, pruned at their start, decay it).
+            fraction of ``learning_rate`` (constant while it prunes step by step,
+            then cosine-decayed like the dense phase's over the steps at the
+            final density; ``swcnn compare``'s stages, pruned at their start,
+            decay it throughout).
         seed: initial weights, batch order and augmentation.
     """
 
@@ -90,10 +92,13 @@ class Recipe:
 
 
 #: The recipe of the shipped width-16 weights (``fashion_mnist_small``): 2 + 1 epochs, Adam. (They
-#: were trained with Keras's own shuffling; a run of it now draws other batches and other weights.)
+#: were trained with Keras's own shuffling and a constant rate while pruning; a run of it now draws
+#: other batches and other weights.)
 SMALL = Recipe()
-#: ``swcnn demo``: the same with one dense epoch.
-DEMO = Recipe(epochs=1)
+#: ``swcnn demo``: one dense epoch, then one pruning epoch at the dense phase's peak rate (from
+#: one dense epoch the network is still learning: a quarter of the rate ended 1.0 point below
+#: the dense accuracy, the full rate 0.3 above it; docs/results.md).
+DEMO = Recipe(epochs=1, prune_learning_rate=1.0)
 #: The full recipe of ``swcnn train`` (docs/results.md: how it was chosen).
 FULL = Recipe(epochs=40, optimizer="sgd", learning_rate=0.05, warmup_epochs=1.0, final_fraction=0.0,
               augment=True, prune_epochs=8, prune_learning_rate=0.1)
@@ -266,8 +271,14 @@ def _optimizer(recipe, schedule):
     return keras.optimizers.Adam(schedule)
 
 
-def _schedule(recipe, learning_rate, steps, warmup_steps=0):
-    """Cosine decay over ``steps``, after a linear warm-up from 0 over ``warmup_steps``."""
+def _schedule(recipe, learning_rate, steps, warmup_steps=0, hold_steps=0):
+    """Cosine decay over ``steps``, after a linear warm-up from 0 over ``warmup_steps`` or a
+    constant rate over ``hold_steps``."""
+    hold_steps = min(hold_steps, steps - 1)
+    if hold_steps > 0:  # CosineDecay's "warm-up" from the rate to itself
+        return keras.optimizers.schedules.CosineDecay(
+            learning_rate, steps - hold_steps, alpha=recipe.final_fraction,
+            warmup_target=learning_rate, warmup_steps=hold_steps)
     warmup_steps = min(warmup_steps, steps - 1)
     if warmup_steps > 0:
         return keras.optimizers.schedules.CosineDecay(
@@ -277,11 +288,13 @@ def _schedule(recipe, learning_rate, steps, warmup_steps=0):
 
 
 def fit_phase(model, phase, data, recipe, epochs, learning_rate, run=None, validation=None,
-              warmup_epochs=0.0, decay=True, callbacks=(), verbose=2):
+              warmup_epochs=0.0, hold_steps=0, callbacks=(), verbose=2):
     """One resumable ``fit``: ``epochs`` (may be fractional) of augmented batches, cosine schedule.
 
-    ``decay=False`` keeps the learning rate constant (a phase that prunes
-    step by step throughout needs it as high at its last stage as at its first).
+    ``hold_steps`` keeps the learning rate constant for that many steps before
+    the cosine starts (a phase that prunes step by step needs it as high at
+    its last stage as at its first; the steps at the final density then
+    fine-tune with it decaying).
     A fractional epoch count is run as ``ceil(epochs)`` shorter epochs of
     ``epochs * batches / ceil(epochs)`` batches each (each a fresh shuffle).
     ``phase`` names the checkpoint and log in ``run`` and seeds the batches.
@@ -295,8 +308,8 @@ def fit_phase(model, phase, data, recipe, epochs, learning_rate, run=None, valid
                                augment=recipe.augment,
                                steps=max(1, round(epochs * full / fit_epochs)))
     steps = fit_epochs * len(batches)
-    schedule = (_schedule(recipe, learning_rate, steps, round(warmup_epochs * len(batches)))
-                if decay else learning_rate)
+    schedule = _schedule(recipe, learning_rate, steps, round(warmup_epochs * len(batches)),
+                         hold_steps)
     model.compile(_optimizer(recipe, schedule),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     all_callbacks = [batches.epoch_callback(), *callbacks] + (run.callbacks(phase) if run else [])
@@ -374,9 +387,12 @@ def train_fashion_mnist(width=16, recipe=SMALL, train_samples=None, test_samples
             pruned = pruning.prune_low_magnitude(
                 model, pruning.StepwiseSparsity.from_densities(list(recipe.prune_densities), stage_steps),
                 filter_fn=is_pruned_conv)
+            # Constant until the final density is in place, then decayed while it fine-tunes.
+            final_density_step = 1 + (len(recipe.prune_densities) - 1) * stage_steps
             fit_phase(pruned, "prune", data, recipe, recipe.prune_epochs,
                       recipe.learning_rate * recipe.prune_learning_rate, run, test if validate else None,
-                      decay=False, callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries()],
+                      hold_steps=final_density_step,
+                      callbacks=[pruning.UpdatePruningStep(), pruning.PruningSummaries()],
                       verbose=verbose)
             model = pruning.strip_pruning(pruned)
             final_accuracy = accuracy(model, *test)
