@@ -16,7 +16,7 @@ import pytest
 
 from conftest import SHAPES, VALID_SHAPES, random_normal, with_test_helpers
 from keras_swcnn import native, winograd
-from numpy_reference import conv, conv_grads, rel_error
+from numpy_reference import clear_of_relu_kinks, conv, conv_grads, rel_error
 
 pytestmark = [
     pytest.mark.skipif(not native.available(), reason="native extension not built"),
@@ -58,7 +58,7 @@ def fused(x, u, dy, padding, relu):
 @pytest.mark.parametrize("relu", [True, False])
 def test_forward_and_gradients_match_float64(rng, shape, padding, relu):
     n, h, w, c, k = shape
-    x = random_normal(rng, (n, h, w, c))
+    x = clear_of_relu_kinks(random_normal(rng, (n, h, w, c)), padding)
     u = random_normal(rng, (4, 4, c, k)) / np.sqrt(c)
     expected = conv(x, u, padding, relu)
     dy = random_normal(rng, expected.shape)
@@ -114,7 +114,7 @@ def run_isolated(tmp_path, inputs, **env):
 
 
 def isolated_inputs(rng, c=37, k=21):
-    x = random_normal(rng, (3, 9, 11, c))
+    x = clear_of_relu_kinks(random_normal(rng, (3, 9, 11, c)))
     u = random_normal(rng, (16, c, k)) / np.sqrt(c)
     dy = random_normal(rng, (3, 9, 11, k))
     return {"x": x, "u": u, "dy": dy}
@@ -145,7 +145,8 @@ def test_every_instruction_set_matches_float64(tmp_path, rng, isa, channels):
                                    (2, 6, 6, 300, 300)])
 def test_results_do_not_depend_on_the_thread_count(tmp_path, rng, shape):
     n, h, w, c, k = shape
-    inputs = {"x": random_normal(rng, (n, h, w, c)), "u": random_normal(rng, (16, c, k)) / np.sqrt(c),
+    inputs = {"x": clear_of_relu_kinks(random_normal(rng, (n, h, w, c))),
+              "u": random_normal(rng, (16, c, k)) / np.sqrt(c),
               "dy": random_normal(rng, (n, h, w, k))}
     one = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="1")
     three = run_isolated(tmp_path, inputs, SWCNN_NUM_THREADS="3")
