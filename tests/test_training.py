@@ -130,6 +130,12 @@ def test_learning_rate_holds_or_warms_up_then_follows_a_cosine(hold, warmup):
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-7), step
 
 
+@pytest.mark.backend_independent
+def test_learning_rate_refuses_a_warm_up_and_a_hold_together():
+    with pytest.raises(ValueError, match="warm-up .* and a hold"):
+        training._schedule(training.Recipe(), 0.1, 20, warmup_steps=3, hold_steps=5)
+
+
 class _Interrupt(Exception):
     pass
 

@@ -272,18 +272,16 @@ def _optimizer(recipe, schedule):
 
 
 def _schedule(recipe, learning_rate, steps, warmup_steps=0, hold_steps=0):
-    """Cosine decay over ``steps``, after a linear warm-up from 0 over ``warmup_steps`` or a
-    constant rate over ``hold_steps``."""
-    hold_steps = min(hold_steps, steps - 1)
-    if hold_steps > 0:  # CosineDecay's "warm-up" from the rate to itself
+    """Cosine decay over ``steps``, after either a linear warm-up from 0 over ``warmup_steps``
+    or ``hold_steps`` at the rate itself (CosineDecay's warm-up from the rate to the rate)."""
+    if warmup_steps > 0 and hold_steps > 0:
+        raise ValueError(f"A warm-up ({warmup_steps} steps) and a hold ({hold_steps} steps) "
+                         "cannot both come before the cosine; give one.")
+    before = min(hold_steps or warmup_steps, steps - 1)
+    if before > 0:
         return keras.optimizers.schedules.CosineDecay(
-            learning_rate, steps - hold_steps, alpha=recipe.final_fraction,
-            warmup_target=learning_rate, warmup_steps=hold_steps)
-    warmup_steps = min(warmup_steps, steps - 1)
-    if warmup_steps > 0:
-        return keras.optimizers.schedules.CosineDecay(
-            0.0, steps - warmup_steps, alpha=recipe.final_fraction,
-            warmup_target=learning_rate, warmup_steps=warmup_steps)
+            learning_rate if hold_steps else 0.0, steps - before, alpha=recipe.final_fraction,
+            warmup_target=learning_rate, warmup_steps=before)
     return keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=recipe.final_fraction)
 
 
